@@ -1,0 +1,144 @@
+"""Segmentation speed on the Siemens series (192 slices): dicom-node against deepbet, same run.
+
+    .venv/bin/python bench/bench_segment.py [--device cpu|cuda] [--repeats 3] [--series DIR]
+
+Rows: dicom-node segmentation alone (network + post-processing), dicom-node whole series (load,
+segment, pseudocolor, SEG, SC, write), deepbet on a NIfTI of the same series, and deepbet plus
+the DICOM load it needs. Random-init weights with the default architecture: speed does not depend
+on training. deepbet (``pip install deepbet``) is optional; without it its rows say so. Prints a
+table and writes bench/out/segment.json. Best of ``--repeats`` after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dicom_node.imaging.loading import MRSeries, load_series, scan_folder  # noqa: E402
+from dicom_node.imaging.network import ArchSpec, build_network, save_weights  # noqa: E402
+from dicom_node.imaging.segmenter import get_segmenter  # noqa: E402
+from dicom_node.pipeline import process_series  # noqa: E402
+
+DEFAULT_SERIES = REPO.parent / "shared" / "data" / "dicom" / "sag-t1-siemens-skyra"
+
+
+def best_of(repeats: int, work) -> float:  # noqa: ANN001 - a zero-argument callable
+    work()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def to_nifti(series: MRSeries, path: Path) -> Path:
+    """The series as NIfTI (RAS affine from the DICOM geometry), the input deepbet reads."""
+    import nibabel as nib
+
+    first = series.slices[0]
+    row, col = np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:])
+    row_mm, col_mm = first.pixel_spacing
+    affine = np.eye(4)
+    affine[:3, 0] = row * col_mm
+    affine[:3, 1] = col * row_mm
+    affine[:3, 2] = np.cross(row, col) * series.slice_spacing_mm
+    affine[:3, 3] = first.position
+    affine[:2] *= -1  # LPS -> RAS
+    nib.save(nib.Nifti1Image(series.pixels.transpose(2, 1, 0), affine), path)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", type=Path, default=DEFAULT_SERIES)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "segment.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    (paths,) = scan_folder(args.series).series.values()
+    work = Path(tempfile.mkdtemp(prefix="bench-segment-"))
+    arch = ArchSpec()
+    weights = save_weights(work / "random.pt", build_network(arch), arch, name="random-init", version="bench")
+    segmenter = get_segmenter(weights, args.device)
+    series = load_series(paths)
+    n = series.n_slices
+    rows: list[dict] = []
+
+    def add(name: str, seconds: float | None, note: str = "") -> None:
+        rows.append({"name": name, "seconds": seconds, "slices_per_s": n / seconds if seconds else None, "note": note})
+
+    add("dicom-node load (DICOM -> sorted stack)", best_of(args.repeats, lambda: load_series(paths)))
+    add(f"dicom-node segment ({arch.encoder_name} {arch.input_size}px, {args.device})", best_of(args.repeats, lambda: segmenter.segment(series)))
+    add(
+        "dicom-node whole series (load+segment+pseudocolor+SEG+SC+write)",
+        best_of(args.repeats, lambda: process_series(paths, work / "out", segmenter, "bench-seed")),
+    )
+    load_seconds = rows[0]["seconds"]
+    try:
+        from deepbet import BrainExtraction
+    except ImportError:
+        add("deepbet", None, "not installed: pip install deepbet")
+    else:
+        nifti = to_nifti(series, work / "in.nii.gz")
+        bet = BrainExtraction(no_gpu=args.device == "cpu")
+        deepbet_seconds = best_of(args.repeats, lambda: bet.run(str(nifti), mask_path=str(work / "mask.nii.gz")))
+        add("deepbet (NIfTI in, mask out)", deepbet_seconds)
+        add("deepbet + dicom-node DICOM load", deepbet_seconds + load_seconds, "deepbet reads no DICOM")
+
+    whole = rows[2]["seconds"]
+    peer = next((r["seconds"] for r in rows if r["name"].startswith("deepbet (") and r["seconds"]), None)
+    print(f"\n{n} slices of {args.series.name}, {args.device}, {os.cpu_count()} CPU threads, torch {torch.__version__}\n")
+    print(f"{'stage':<68} {'seconds':>8} {'slices/s':>9}")
+    for row in rows:
+        seconds = f"{row['seconds']:.2f}" if row["seconds"] else "-"
+        rate = f"{row['slices_per_s']:.1f}" if row["slices_per_s"] else "-"
+        print(f"{row['name']:<68} {seconds:>8} {rate:>9}  {row['note']}")
+    ratio = whole / peer if peer else None
+    if ratio:
+        print(f"\nwhole series / deepbet = {ratio:.2f} (goal <= 1.0); including deepbet's DICOM load: {whole / (peer + load_seconds):.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "series": args.series.name,
+                "slices": n,
+                "device": args.device,
+                "threads": os.cpu_count(),
+                "machine": platform.machine(),
+                "torch": torch.__version__,
+                "arch": arch.__dict__,
+                "rows": rows,
+                "whole_over_deepbet": ratio,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.out}")
+    segment_seconds = rows[1]["seconds"]
+    # Last line: the metrics bench/run.py puts in the table and bench/results.json.
+    print(json.dumps({
+        "segment_ratio_vs_deepbet": round(ratio, 3) if ratio else "deepbet not installed",
+        "segment_whole_series_s": round(whole, 3),
+        "segment_network_slices_per_s": round(n / segment_seconds, 1),
+        "deepbet_s": round(peer, 3) if peer else "deepbet not installed",
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

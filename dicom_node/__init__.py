@@ -1,0 +1,1 @@
+"""dicom-node: a DICOM node that segments the brain on MR series."""

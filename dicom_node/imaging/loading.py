@@ -1,0 +1,420 @@
+"""Read MR series from DICOM files as real exports look: unsorted, mixed with other files.
+
+Two steps, so the node (which already knows which files form a series) can skip the first:
+
+1. :func:`scan_folder` reads headers only, groups files by Series Instance UID and lists the
+   files that are not DICOM.
+2. :func:`load_series` decodes one series (classic single-frame or Enhanced multi-frame, any
+   transfer syntax pydicom has a decoder for), applies the modality rescale, and sorts the
+   slices along the slice normal.
+
+Slices that share a position (time series such as fMRI) are all kept, ordered by position, then
+acquisition number, instance number and frame number. Position-major order keeps the anatomy
+contiguous along the stack, which is what the 3D post-processing needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from dicom_node.uids import short_hash
+
+ENHANCED_MR_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+        "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color Image Storage (refused as colour)
+        "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
+    }
+)
+_ORIENTATION_TOLERANCE = 1e-3  # max |difference| of direction cosines within one series
+
+
+class SeriesLoadError(ValueError):
+    """A file or series that cannot be segmented; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file found in a folder that is not part of any series, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class SliceInfo:
+    """Where one 2D image of a series comes from and where it lies in the patient."""
+
+    path: Path
+    sop_instance_uid: str
+    sop_class_uid: str
+    frame_number: int | None  # 1-based frame in a multi-frame file, None for single-frame files
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float, float, float] | None
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) in mm
+    slice_thickness: float | None
+
+
+@dataclass
+class MRSeries:
+    """One MR series, decoded and sorted.
+
+    ``pixels`` is float32 ``(n, rows, cols)`` after Rescale Slope/Intercept, in the order of
+    ``slices``. ``datasets`` are the source headers (pixel data removed), one per file, in the
+    order the files first appear in ``slices``; the SEG and SC builders reference them.
+    """
+
+    series_instance_uid: str
+    study_instance_uid: str
+    frame_of_reference_uid: str | None
+    series_number: int | None
+    pixels: np.ndarray
+    slices: list[SliceInfo]
+    datasets: list[Dataset]
+    slice_spacing_mm: float | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def matrix(self) -> tuple[int, int]:
+        return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+    @property
+    def is_multiframe(self) -> bool:
+        return any(s.frame_number is not None for s in self.slices)
+
+    @property
+    def n_positions(self) -> int:
+        """Number of distinct slice positions (less than ``n_slices`` for time series)."""
+        keys = {position_key(s) for s in self.slices}
+        return len(keys)
+
+    @property
+    def log_name(self) -> str:
+        """A stand-in for the series in logs and messages: a hash, never the UID or patient data."""
+        return f"series {short_hash(self.series_instance_uid)}"
+
+    def voxel_volume_ml(self) -> float | None:
+        """Volume of one voxel in ml, or None when the geometry is unknown."""
+        spacing = self.slices[0].pixel_spacing
+        depth = self.slice_spacing_mm or self.slices[0].slice_thickness
+        if spacing is None or depth is None:
+            return None
+        return spacing[0] * spacing[1] * depth / 1000.0
+
+
+@dataclass
+class FolderScan:
+    """Result of :func:`scan_folder`: files per series, and files that were left out."""
+
+    series: dict[str, list[Path]]
+    skipped: list[SkippedFile]
+
+
+def read_header(path: Path) -> Dataset:
+    """Read a DICOM file's header (no pixel data); raise ``SeriesLoadError`` if it is not DICOM.
+
+    Files without the 128-byte preamble are accepted when they parse as a dataset with a
+    SOP Instance UID, as some older exports write them that way.
+    """
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        pass
+    except (OSError, ValueError, EOFError) as exc:
+        raise SeriesLoadError(f"File {path} could not be read as DICOM: {exc}.") from exc
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        ok = "SOPInstanceUID" in ds and "SeriesInstanceUID" in ds
+    except Exception as exc:  # noqa: BLE001 - any parser failure means "not DICOM" here
+        raise SeriesLoadError(f"File {path} is not a DICOM file ({type(exc).__name__}).") from exc
+    if not ok:
+        raise SeriesLoadError(f"File {path} is not a DICOM file (no DICM preamble, no UIDs).")
+    return ds
+
+
+def scan_folder(folder: Path | str) -> FolderScan:
+    """Group every DICOM file under ``folder`` (recursively) by Series Instance UID."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise SeriesLoadError(f"Input folder {root} does not exist or is not a folder.")
+    series: dict[str, list[Path]] = {}
+    skipped: list[SkippedFile] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            ds = read_header(path)
+        except SeriesLoadError as exc:
+            skipped.append(SkippedFile(path, str(exc)))
+            continue
+        uid = ds.get("SeriesInstanceUID")
+        if not uid:
+            skipped.append(SkippedFile(path, f"File {path} has no Series Instance UID."))
+            continue
+        series.setdefault(str(uid), []).append(path)
+    return FolderScan(series=series, skipped=skipped)
+
+
+def load_folder(folder: Path | str) -> tuple[list[MRSeries], list[SkippedFile]]:
+    """Load every series in ``folder``; series that cannot be segmented are listed as skipped."""
+    scan = scan_folder(folder)
+    loaded: list[MRSeries] = []
+    skipped = list(scan.skipped)
+    for paths in scan.series.values():
+        try:
+            loaded.append(load_series(paths))
+        except SeriesLoadError as exc:
+            skipped.extend(SkippedFile(p, str(exc)) for p in paths[:1])
+    return loaded, skipped
+
+
+def load_series(paths: Iterable[Path | str]) -> MRSeries:
+    """Decode the files of one MR series into a sorted float32 stack.
+
+    Raises:
+        SeriesLoadError: no files, files of several series, not MR, no pixel data, colour
+            images, mixed matrices or orientations, or pixel data that cannot be decoded.
+    """
+    files = [Path(p) for p in paths]
+    if not files:
+        raise SeriesLoadError("No files were given for the series.")
+    series_uid: str | None = None
+    entries: list[tuple[tuple, SliceInfo, np.ndarray]] = []
+    headers: dict[Path, Dataset] = {}
+    first: Dataset | None = None
+    for path in files:
+        ds = _read_full(path)
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        if series_uid is None:
+            series_uid, first = uid, ds
+        elif uid != series_uid:
+            raise SeriesLoadError(
+                f"File {path} belongs to another series than {files[0]}; "
+                "give load_series the files of one series."
+            )
+        _check_segmentable(ds, path)
+        frames = _decode(ds, path)
+        for index, info in enumerate(_slice_infos(ds, path)):
+            entries.append((_sort_key(ds, info), info, frames[index]))
+        headers[path] = _header_only(ds)
+    if first is None or series_uid is None:
+        raise SeriesLoadError("No files were given for the series.")
+
+    shapes = {frame.shape for _, _, frame in entries}
+    if len(shapes) != 1:
+        raise SeriesLoadError(
+            f"Series {short_hash(series_uid)} mixes image matrices {sorted(shapes)}; "
+            "one matrix per series is required."
+        )
+    notes: list[str] = []
+    infos = [info for _, info, _ in entries]
+    if any(i.position is None or i.orientation is None for i in infos):
+        notes.append("Some slices have no position or orientation; sorted by instance number.")
+        entries.sort(key=lambda e: e[0][1:])
+    else:
+        _check_single_orientation(infos, series_uid)
+        normal = _normal(infos[0].orientation)  # type: ignore[arg-type]
+        entries.sort(key=lambda e: (round(float(np.dot(normal, e[1].position)), 3), *e[0][1:]))
+    infos = [info for _, info, _ in entries]
+    pixels = np.stack([frame for _, _, frame in entries]).astype(np.float32, copy=False)
+    ordered_files = list(dict.fromkeys(i.path for i in infos))
+    return MRSeries(
+        series_instance_uid=series_uid,
+        study_instance_uid=str(first.StudyInstanceUID),
+        frame_of_reference_uid=str(first.FrameOfReferenceUID) if "FrameOfReferenceUID" in first else None,
+        series_number=int(first.SeriesNumber) if first.get("SeriesNumber") not in (None, "") else None,
+        pixels=pixels,
+        slices=infos,
+        datasets=[headers[p] for p in ordered_files],
+        slice_spacing_mm=_slice_spacing(infos),
+        notes=notes,
+    )
+
+
+def _read_full(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path, force=not _has_preamble(path))
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise SeriesLoadError(f"File {path} could not be read as DICOM: {exc}.") from exc
+
+
+def _has_preamble(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def _check_segmentable(ds: Dataset, path: Path) -> None:
+    modality = str(ds.get("Modality", "")) or "missing"
+    if modality != "MR":
+        raise SeriesLoadError(f"File {path} is not MR (Modality is {modality}); only MR is segmented.")
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise SeriesLoadError(f"File {path} has no pixel data.")
+    samples = int(ds.get("SamplesPerPixel", 1))
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if samples != 1 or not photometric.startswith("MONOCHROME"):
+        raise SeriesLoadError(
+            f"File {path} is a colour image (Samples per Pixel {samples}, "
+            f"Photometric Interpretation {photometric}); only grayscale MR is segmented."
+        )
+
+
+def _decode(ds: Dataset, path: Path) -> np.ndarray:
+    """Pixel data as float32 ``(frames, rows, cols)`` with the modality rescale applied."""
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types; all mean "cannot decode"
+        ts = ds.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
+        name = getattr(ts, "name", ts)
+        raise SeriesLoadError(f"File {path}: pixel data ({name}) could not be decoded: {exc}") from exc
+    frames = raw.reshape((-1, raw.shape[-2], raw.shape[-1])).astype(np.float32)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames.shape[0] != n_frames:
+        raise SeriesLoadError(
+            f"File {path} declares {n_frames} frames but its pixel data holds {frames.shape[0]}."
+        )
+    for index in range(n_frames):
+        slope, intercept = _rescale(ds, index)
+        if slope != 1.0 or intercept != 0.0:
+            frames[index] = frames[index] * slope + intercept
+    if str(ds.get("PhotometricInterpretation")) == "MONOCHROME1":
+        frames = frames.max() - frames
+    return frames
+
+
+def _frame_item(ds: Dataset, index: int, sequence: str) -> Dataset | None:
+    """An Enhanced functional group item for frame ``index``: per-frame first, then shared."""
+    for groups, item_index in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if items and len(items) > item_index and sequence in items[item_index]:
+            inner = items[item_index].get(sequence)
+            if len(inner):
+                return inner[0]
+    return None
+
+
+def _rescale(ds: Dataset, index: int) -> tuple[float, float]:
+    item = _frame_item(ds, index, "PixelValueTransformationSequence") if "NumberOfFrames" in ds else None
+    source = item if item is not None else ds
+    slope = source.get("RescaleSlope")
+    intercept = source.get("RescaleIntercept")
+    return (float(slope) if slope not in (None, "") else 1.0, float(intercept) if intercept not in (None, "") else 0.0)
+
+
+def _slice_infos(ds: Dataset, path: Path) -> list[SliceInfo]:
+    sop_uid = str(ds.SOPInstanceUID)
+    sop_class = str(ds.SOPClassUID)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+        infos = []
+        for index in range(n_frames):
+            position = _frame_item(ds, index, "PlanePositionSequence")
+            orientation = _frame_item(ds, index, "PlaneOrientationSequence")
+            measures = _frame_item(ds, index, "PixelMeasuresSequence")
+            infos.append(
+                SliceInfo(
+                    path=path,
+                    sop_instance_uid=sop_uid,
+                    sop_class_uid=sop_class,
+                    frame_number=index + 1,
+                    position=_floats(position, "ImagePositionPatient", 3),
+                    orientation=_floats(orientation, "ImageOrientationPatient", 6),
+                    pixel_spacing=_floats(measures, "PixelSpacing", 2),
+                    slice_thickness=_float(measures, "SliceThickness"),
+                )
+            )
+        return infos
+    if n_frames != 1:
+        raise SeriesLoadError(f"File {path} has {n_frames} frames but no per-frame geometry.")
+    return [
+        SliceInfo(
+            path=path,
+            sop_instance_uid=sop_uid,
+            sop_class_uid=sop_class,
+            frame_number=None,
+            position=_floats(ds, "ImagePositionPatient", 3),
+            orientation=_floats(ds, "ImageOrientationPatient", 6),
+            pixel_spacing=_floats(ds, "PixelSpacing", 2),
+            slice_thickness=_float(ds, "SliceThickness"),
+        )
+    ]
+
+
+def _floats(ds: Dataset | None, keyword: str, count: int):  # noqa: ANN202 - tuple of `count` floats
+    if ds is None or ds.get(keyword) in (None, ""):
+        return None
+    values = tuple(float(v) for v in ds.get(keyword))
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        return None
+    return values
+
+
+def _float(ds: Dataset | None, keyword: str) -> float | None:
+    if ds is None or ds.get(keyword) in (None, ""):
+        return None
+    value = float(ds.get(keyword))
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _sort_key(ds: Dataset, info: SliceInfo) -> tuple:
+    """(position placeholder, acquisition number, instance number, frame number)."""
+    acquisition = ds.get("AcquisitionNumber")
+    instance = ds.get("InstanceNumber")
+    return (
+        0.0,
+        int(acquisition) if acquisition not in (None, "") else 0,
+        int(instance) if instance not in (None, "") else 0,
+        info.frame_number or 0,
+        info.sop_instance_uid,
+    )
+
+
+def _normal(orientation: Sequence[float]) -> np.ndarray:
+    row = np.asarray(orientation[:3], dtype=np.float64)
+    col = np.asarray(orientation[3:], dtype=np.float64)
+    return np.cross(row, col)
+
+
+def _check_single_orientation(infos: Sequence[SliceInfo], series_uid: str) -> None:
+    reference = np.asarray(infos[0].orientation)
+    for info in infos[1:]:
+        if np.max(np.abs(np.asarray(info.orientation) - reference)) > _ORIENTATION_TOLERANCE:
+            raise SeriesLoadError(
+                f"Series {short_hash(series_uid)} mixes slice orientations (file {info.path}); "
+                "a series with several orientations (e.g. a localizer) is not segmented."
+            )
+
+
+def position_key(info: SliceInfo) -> float | None:
+    if info.position is None or info.orientation is None:
+        return None
+    return round(float(np.dot(_normal(info.orientation), info.position)), 3)
+
+
+def _slice_spacing(infos: Sequence[SliceInfo]) -> float | None:
+    """Median distance between distinct slice positions along the normal, in mm."""
+    keys = sorted({k for k in (position_key(i) for i in infos) if k is not None})
+    if len(keys) < 2:
+        return None
+    return float(np.median(np.diff(keys)))
+
+
+def _header_only(ds: Dataset) -> Dataset:
+    """A copy of ``ds`` without its pixel data, to keep memory flat for long series."""
+    header = Dataset()
+    header.file_meta = ds.file_meta
+    for element in ds:
+        if element.tag not in (0x7FE00010, 0x7FE00008, 0x7FE00009):
+            header.add(element)
+    header.preamble = getattr(ds, "preamble", None)
+    return header

@@ -1,0 +1,111 @@
+"""Remove what is anatomically implausible from a raw brain mask.
+
+The brain is one connected object: keep the largest 3D connected component (8-connected in the
+slice, face-connected between neighbouring slices) and fill holes slice by slice. A hole enclosed
+in 3D is enclosed in every slice that cuts it, so per-slice filling covers 3D holes too. When
+what is left is smaller than ``min_brain_ml`` the series has no brain (a phantom, a localizer):
+the mask is cleared and a note says so.
+
+Built on OpenCV's 2D labelling plus a union-find across slices, so it needs no SciPy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+MIN_BRAIN_ML = 10.0
+MIN_BRAIN_VOXELS = 1000  # used when the voxel size is unknown
+
+
+@dataclass
+class CleanedMask:
+    mask: np.ndarray  # bool (n, rows, cols)
+    notes: list[str] = field(default_factory=list)
+    removed_voxels: int = 0
+
+
+def label_3d(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Label the 3D connected components of a bool ``(n, rows, cols)`` mask; 0 is background."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    offset = 0
+    for z in range(mask.shape[0]):
+        count, slice_labels = cv2.connectedComponents(mask[z].astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        if count > 1:
+            slice_labels[slice_labels > 0] += offset
+            labels[z] = slice_labels
+            offset += count - 1
+    if offset == 0:
+        return labels, 0
+    parent = np.arange(offset + 1, dtype=np.int64)
+
+    def find(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = int(parent[node])
+        return node
+
+    for z in range(mask.shape[0] - 1):
+        both = (labels[z] > 0) & (labels[z + 1] > 0)
+        if not both.any():
+            continue
+        codes = np.unique(labels[z][both].astype(np.int64) * (offset + 1) + labels[z + 1][both])
+        for a, b in zip(codes // (offset + 1), codes % (offset + 1)):
+            root_a, root_b = find(int(a)), find(int(b))
+            if root_a != root_b:
+                parent[max(root_a, root_b)] = min(root_a, root_b)
+    while True:  # flatten the forest so every label points at its root
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            break
+        parent = grand
+    unique_roots, dense_of_label = np.unique(parent, return_inverse=True)  # root 0 is background
+    return dense_of_label.astype(np.int32)[labels], int(len(unique_roots) - 1)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 3D connected component of ``mask`` (empty in, empty out)."""
+    labels, count = label_3d(mask)
+    if count <= 1:
+        return mask.copy()
+    sizes = np.bincount(labels.reshape(-1))
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    """Fill background regions that do not reach the slice border, slice by slice."""
+    filled = mask.copy()
+    for z in range(mask.shape[0]):
+        if not mask[z].any():
+            continue
+        background = np.pad(~mask[z], 1, constant_values=True).astype(np.uint8)
+        _, labels = cv2.connectedComponents(background, connectivity=4, ltype=cv2.CV_32S)
+        outside = labels[0, 0]
+        holes = (labels[1:-1, 1:-1] != outside) & (labels[1:-1, 1:-1] > 0)
+        filled[z] |= holes
+    return filled
+
+
+def clean_mask(mask: np.ndarray, voxel_ml: float | None, min_brain_ml: float = MIN_BRAIN_ML) -> CleanedMask:
+    """Largest 3D component, holes filled, and cleared with a note when too small to be a brain."""
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be (slices, rows, cols), not shape {mask.shape}.")
+    raw = mask.astype(bool, copy=False)
+    kept = fill_holes_2d(largest_component(raw))
+    removed = int(raw.sum() - (raw & kept).sum())
+    notes: list[str] = []
+    voxels = int(kept.sum())
+    if voxel_ml is not None:
+        too_small, size_text = voxels * voxel_ml < min_brain_ml, f"{voxels * voxel_ml:.1f} ml"
+        limit_text = f"{min_brain_ml:g} ml"
+    else:
+        too_small, size_text, limit_text = voxels < MIN_BRAIN_VOXELS, f"{voxels} voxels", f"{MIN_BRAIN_VOXELS} voxels"
+    if voxels == 0:
+        notes.append("No brain found: the network marked no brain voxels.")
+    elif too_small:
+        notes.append(f"No brain found: the largest component ({size_text}) is below {limit_text}; mask cleared.")
+        kept = np.zeros_like(kept)
+    return CleanedMask(mask=kept, notes=notes, removed_voxels=removed)

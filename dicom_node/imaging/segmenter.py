@@ -1,0 +1,126 @@
+"""Brain segmentation of a whole series with a loaded DeepLabv3+.
+
+Load once per process with :func:`get_segmenter` (cached by weights file and device), then call
+:meth:`Segmenter.segment` per series. On CUDA the whole series is moved to the GPU once, inference
+runs in fp16 autocast and only the final bool mask comes back; on CPU torch uses every core.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dicom_node.imaging.loading import MRSeries
+from dicom_node.imaging.network import ModelInfo, NoModelWeightsError, load_weights
+from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
+from dicom_node.imaging.postprocess import MIN_BRAIN_ML, clean_mask
+
+DEFAULT_BATCH_CPU = 8
+DEFAULT_BATCH_CUDA = 64
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without a GPU is an error."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"Device {name} was requested but torch sees no CUDA GPU; use --device cpu or auto.")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise ValueError(f"Device must be cpu, cuda or auto, not {name!r}.")
+    return torch.device(name)
+
+
+@dataclass
+class BrainMask:
+    """A series' brain mask (bool, same shape and order as ``series.pixels``) and what was noted."""
+
+    mask: np.ndarray
+    volume_ml: float | None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def is_empty(self) -> bool:
+        return not bool(self.mask.any())
+
+
+class Segmenter:
+    """A DeepLabv3+ brain segmenter bound to one device."""
+
+    def __init__(self, network: nn.Module, info: ModelInfo, device: str | torch.device = "auto", batch_size: int | None = None) -> None:
+        self.device = resolve_device(device)
+        self.info = info
+        self.network = network.to(self.device).eval()
+        cuda = self.device.type == "cuda"
+        self.batch_size = batch_size or (DEFAULT_BATCH_CUDA if cuda else DEFAULT_BATCH_CPU)
+        if not cuda:
+            torch.set_num_threads(os.cpu_count() or 1)
+
+    @classmethod
+    def from_weights(cls, path: Path | str, device: str | torch.device = "auto", batch_size: int | None = None) -> "Segmenter":
+        resolved = resolve_device(device)
+        network, info = load_weights(path, resolved)
+        return cls(network, info, resolved, batch_size)
+
+    @torch.inference_mode()
+    def predict(self, pixels: np.ndarray, pixel_spacing: tuple[float, float] | None = None) -> np.ndarray:
+        """Raw per-slice brain mask (bool ``(n, rows, cols)``) before post-processing."""
+        if pixels.ndim != 3 or pixels.shape[0] == 0:
+            raise ValueError(f"pixels must be a non-empty (slices, rows, cols) stack, not shape {pixels.shape}.")
+        window = intensity_window(pixels)
+        volume = normalize(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(self.device), window)
+        box = Letterbox.fit(pixels.shape[1], pixels.shape[2], self.info.arch.input_size, pixel_spacing)
+        mask = torch.empty(pixels.shape, dtype=torch.bool, device=self.device)
+        cuda = self.device.type == "cuda"
+        for start in range(0, pixels.shape[0], self.batch_size):
+            batch = box.to_network(volume[start : start + self.batch_size])
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
+                out = self.network(batch)
+            logit = out[:, :1] if out.shape[1] == 1 else out[:, 1:2] - out[:, :1]
+            mask[start : start + self.batch_size] = box.from_network(logit.float()) > 0
+        return mask.cpu().numpy()
+
+    def segment(self, series: MRSeries, min_brain_ml: float = MIN_BRAIN_ML) -> BrainMask:
+        """Predict, keep the plausible brain, and measure its volume."""
+        started = time.perf_counter()
+        raw = self.predict(series.pixels, series.slices[0].pixel_spacing)
+        voxel_ml = series.voxel_volume_ml()
+        cleaned = clean_mask(raw, voxel_ml, min_brain_ml)
+        volume = None
+        if voxel_ml is not None:
+            repeats = series.n_slices / max(series.n_positions, 1)  # time series: mean over time points
+            volume = float(cleaned.mask.sum()) * voxel_ml / repeats
+        notes = list(cleaned.notes)
+        if voxel_ml is None:
+            notes.append("Brain volume unknown: the series lacks pixel spacing or slice positions.")
+        return BrainMask(cleaned.mask, volume, notes, time.perf_counter() - started)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_segmenter(path: str, mtime_ns: int, size: int, device: str) -> Segmenter:
+    return Segmenter.from_weights(path, device)
+
+
+def get_segmenter(weights_path: Path | str, device: str | torch.device = "auto") -> Segmenter:
+    """The process-wide segmenter for these weights and device (reloaded if the file changes).
+
+    Raises:
+        NoModelWeightsError: no file at ``weights_path``.
+        ModelWeightsError: the file is corrupt or does not fit its architecture.
+    """
+    path = Path(weights_path).expanduser().resolve()
+    if not path.is_file():
+        raise NoModelWeightsError(
+            f"No model weights at {path}; train one with `dicom-node train` "
+            "or set DICOM_NODE_MODEL_WEIGHTS to a weights file."
+        )
+    stat = path.stat()
+    return _cached_segmenter(str(path), stat.st_mtime_ns, stat.st_size, str(resolve_device(device)))

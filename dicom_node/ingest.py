@@ -1,0 +1,209 @@
+"""Receive one instance: check its header, store its bytes durably, record its row.
+
+Called by the C-STORE handler (and usable without a network). Raises ``IngestError`` with the
+DICOM status the sender should see; never leaves a partial file or row behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from dicom_node.db.models import Instance, Series, Study
+from dicom_node.db.session import Database
+from dicom_node.storage import commit_file, free_bytes, instance_path
+from dicom_node.uids import InvalidUID, require_uid, short_hash
+
+log = logging.getLogger(__name__)
+
+# DICOM C-STORE statuses (PS3.4 B.2.3 and pynetdicom's table).
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DATASET_MISMATCH = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC210
+STATUS_PROCESSING_FAILURE = 0xC211
+
+_HEADER_TAGS = [
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+]
+
+
+class IngestError(Exception):
+    """An instance the node will not keep, with the status to answer and a log-safe reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Header:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str | None
+    transfer_syntax_uid: str
+
+
+def read_header(path: Path, expected_sop_instance: str | None = None, expected_sop_class: str | None = None) -> Header:
+    """Read and check the identifying attributes of a Part 10 file, without its pixel data.
+
+    Raises ``IngestError`` when the file cannot be parsed, is truncated, or has missing, invalid
+    or mismatching UIDs.
+    """
+    try:
+        ds = dcmread(path, force=False)
+        _check_complete(ds, path)
+    except InvalidDicomError as exc:
+        raise IngestError(STATUS_CANNOT_UNDERSTAND, f"not a DICOM dataset: {exc}") from exc
+    except IngestError:
+        raise
+    except Exception as exc:  # pydicom raises many kinds on malformed input
+        raise IngestError(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed: {type(exc).__name__}") from exc
+
+    try:
+        sop_class = require_uid(ds.get("SOPClassUID"), "SOP Class UID")
+        sop_instance = require_uid(ds.get("SOPInstanceUID"), "SOP Instance UID")
+        study = require_uid(ds.get("StudyInstanceUID"), "Study Instance UID")
+        series = require_uid(ds.get("SeriesInstanceUID"), "Series Instance UID")
+    except InvalidUID as exc:
+        raise IngestError(STATUS_CANNOT_UNDERSTAND, str(exc)) from exc
+    if expected_sop_instance is not None and sop_instance != expected_sop_instance:
+        raise IngestError(STATUS_DATASET_MISMATCH, "SOP Instance UID differs from the C-STORE request's")
+    if expected_sop_class is not None and sop_class != expected_sop_class:
+        raise IngestError(STATUS_DATASET_MISMATCH, "SOP Class UID differs from the C-STORE request's")
+    modality = ds.get("Modality")
+    return Header(
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        study_instance_uid=study,
+        series_instance_uid=series,
+        modality=str(modality)[:16] if modality else None,
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+    )
+
+
+def _check_complete(ds, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Refuse native pixel data whose size differs from what the header declares (truncation).
+
+    Encapsulated (compressed) pixel data is parsed to its delimiter by pydicom, which fails on a
+    truncated stream; native data carries no delimiter, so its size is checked here.
+    """
+    if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+        return
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        samples, bits = int(ds.get("SamplesPerPixel", 1)), int(ds.BitsAllocated)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise IngestError(STATUS_CANNOT_UNDERSTAND, "pixel data without a usable Rows/Columns/BitsAllocated") from exc
+    pixels = rows * cols * samples * frames
+    expected = (pixels + 7) // 8 if bits == 1 else pixels * ((bits + 7) // 8)
+    actual = len(ds.PixelData)
+    if actual not in (expected, expected + 1):  # one pad byte keeps the value even
+        raise IngestError(
+            STATUS_CANNOT_UNDERSTAND,
+            f"pixel data holds {actual} bytes but the header declares {expected} (truncated or inconsistent)",
+        )
+
+
+def _insert_ignore(session: Session, model, values: dict, key: str) -> int:  # type: ignore[no-untyped-def]
+    """INSERT ... ON CONFLICT DO NOTHING on either database; returns the rows inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=[key])).rowcount
+
+
+def record_instance(session: Session, header: Header, path: Path, size: int, calling_ae: str | None) -> bool:
+    """Add the study, series and instance rows if missing; True when the instance is new."""
+    _insert_ignore(session, Study, {"study_instance_uid": header.study_instance_uid}, "study_instance_uid")
+    study_id = session.scalar(select(Study.id).where(Study.study_instance_uid == header.study_instance_uid))
+    _insert_ignore(
+        session,
+        Series,
+        {"series_instance_uid": header.series_instance_uid, "study_id": study_id, "modality": header.modality},
+        "series_instance_uid",
+    )
+    series_id = session.scalar(select(Series.id).where(Series.series_instance_uid == header.series_instance_uid))
+    inserted = _insert_ignore(
+        session,
+        Instance,
+        {
+            "sop_instance_uid": header.sop_instance_uid,
+            "sop_class_uid": header.sop_class_uid,
+            "series_id": series_id,
+            "transfer_syntax_uid": header.transfer_syntax_uid,
+            "path": str(path),
+            "size_bytes": size,
+            "calling_ae": calling_ae,
+        },
+        "sop_instance_uid",
+    )
+    return bool(inserted)
+
+
+def instance_exists(session: Session, sop_instance_uid: str) -> bool:
+    return session.scalar(select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid)) is not None
+
+
+def ingest_file(
+    db: Database,
+    received: Path,
+    incoming_root: Path,
+    *,
+    calling_ae: str | None = None,
+    expected_sop_instance: str | None = None,
+    expected_sop_class: str | None = None,
+    min_free_bytes: int = 0,
+) -> Header:
+    """Keep the Part 10 file ``received``: durable on disk under its UIDs, then its row committed.
+
+    A SOP Instance UID the node already holds is acknowledged again without rewriting anything.
+    Raises ``IngestError`` (nothing kept) on any failure.
+    """
+    if min_free_bytes and free_bytes(incoming_root) < min_free_bytes + os.path.getsize(received):
+        raise IngestError(STATUS_OUT_OF_RESOURCES, "free disk space is below the configured floor")
+    header = read_header(received, expected_sop_instance, expected_sop_class)
+    try:
+        with db.session() as session:
+            if instance_exists(session, header.sop_instance_uid):
+                return header
+    except Exception as exc:
+        raise IngestError(STATUS_OUT_OF_RESOURCES, f"database unavailable: {type(exc).__name__}") from exc
+
+    final = instance_path(incoming_root, header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid)
+    try:
+        commit_file(received, final, incoming_root)
+    except OSError as exc:
+        raise IngestError(STATUS_OUT_OF_RESOURCES, f"cannot write instance: {exc.strerror}") from exc
+    try:
+        with db.session() as session:
+            created = record_instance(session, header, final, final.stat().st_size, calling_ae)
+    except Exception as exc:
+        # The row is the acknowledgement's other half: without it the file must go too, unless a
+        # concurrent store of the same instance committed it meanwhile.
+        try:
+            with db.session() as session:
+                keep = instance_exists(session, header.sop_instance_uid)
+        except Exception:
+            keep = False
+        if not keep:
+            final.unlink(missing_ok=True)
+        raise IngestError(STATUS_OUT_OF_RESOURCES, f"cannot record instance: {type(exc).__name__}") from exc
+    if created:
+        log.debug("stored instance %s of series %s", short_hash(header.sop_instance_uid), short_hash(header.series_instance_uid))
+    return header

@@ -1,0 +1,1 @@
+"""DICOM outputs built with highdicom: ``seg`` (binary brain SEG) and ``sc`` (pseudocolor SC series)."""

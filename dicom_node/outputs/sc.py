@@ -1,0 +1,114 @@
+"""The pseudocolor Secondary Capture series, built with highdicom.
+
+One single-frame RGB SC image per source slice (not one multi-frame true colour SC): PACS and
+viewers that cannot show SEG, the reason this series exists, show single-frame SC reliably, and
+each image can carry its own Source Image Sequence pointing at its source slice (SOP Instance
+UID, plus frame number for Enhanced sources). The SC Image IOD has no Frame of Reference or
+Image Plane module, so the images carry Pixel Spacing and Patient Orientation, not positions.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicom_node.imaging.loading import MRSeries, SliceInfo
+from dicom_node.imaging.pseudocolor import PseudocolorSettings
+from dicom_node.outputs.common import (
+    SC_SERIES_OFFSET,
+    Equipment,
+    OutputBuildError,
+    derive_uid,
+    derived_series_number,
+)
+
+_PERSON_NAME_WARNING = ".*unlikely to represent the intended person name.*"
+
+
+def patient_orientation(orientation: tuple[float, ...] | None) -> tuple[str, str]:
+    """Patient Orientation letters (row, column direction) of the dominant axis of each cosine."""
+    if orientation is None:
+        return ("L", "P")  # axial default when the source has no geometry
+    letters = (("L", "R"), ("P", "A"), ("H", "F"))
+    result = []
+    for vector in (orientation[:3], orientation[3:]):
+        axis = int(np.argmax(np.abs(vector)))
+        result.append(letters[axis][0] if vector[axis] > 0 else letters[axis][1])
+    return result[0], result[1]
+
+
+def build_sc_series(
+    series: MRSeries,
+    rgb: np.ndarray,
+    equipment: Equipment,
+    uid_seed: str,
+    settings: PseudocolorSettings,
+    series_number: int | None = None,
+) -> list[hd.sc.SCImage]:
+    """One RGB SC image per slice of ``series`` (same order); UIDs derive from ``uid_seed``.
+
+    Raises:
+        OutputBuildError: ``rgb`` is not uint8 ``(n, rows, cols, 3)`` matching the series.
+    """
+    expected = (*series.pixels.shape, 3)
+    if rgb.shape != expected or rgb.dtype != np.uint8:
+        raise OutputBuildError(
+            f"Pseudocolor of {series.log_name} must be uint8 {expected}, not {rgb.dtype} {rgb.shape}."
+        )
+    number = series_number if series_number is not None else derived_series_number(series.series_number, SC_SERIES_OFFSET)
+    series_uid = derive_uid(uid_seed, "sc-series")
+    headers = {str(ds.SOPInstanceUID): ds for ds in series.datasets}
+    description = (
+        f"Brain pseudocolor: {settings.bins} gray-level bins, colormap {settings.colormap.upper()}, "
+        f"range {settings.low_percentile:g}-{settings.high_percentile:g} percentile of brain pixels"
+    )
+    images = []
+    for index, info in enumerate(series.slices):
+        reference = headers[info.sop_instance_uid]
+        try:
+            with warnings.catch_warnings():
+                # highdicom's person-name warning quotes the patient's name: keep it out of logs
+                warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
+                image = hd.sc.SCImage.from_ref_dataset(
+                    ref_dataset=reference,
+                    pixel_array=rgb[index],
+                    photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+                    bits_allocated=8,
+                    coordinate_system=hd.CoordinateSystemNames.PATIENT,
+                    series_instance_uid=series_uid,
+                    series_number=number,
+                    sop_instance_uid=derive_uid(uid_seed, "sc-image", info.sop_instance_uid, str(info.frame_number or 0)),
+                    instance_number=index + 1,
+                    manufacturer=equipment.manufacturer,
+                    pixel_spacing=info.pixel_spacing,
+                    patient_orientation=patient_orientation(info.orientation),
+                    transfer_syntax_uid=ExplicitVRLittleEndian,
+                )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise OutputBuildError(f"SC image {index + 1} of {series.log_name} could not be built: {exc}") from exc
+        image.ManufacturerModelName = equipment.model_name
+        image.SoftwareVersions = list(equipment.software_versions)
+        image.DeviceSerialNumber = equipment.device_serial_number
+        image.SeriesDescription = "Brain pseudocolor"
+        image.DerivationDescription = description[:1024]
+        image.BurnedInAnnotation = "NO"
+        image.ImageLaterality = "U"  # the brain is unpaired; dciodvfy requires a laterality on SC
+        image.SourceImageSequence = [_source_item(reference, info)]
+        images.append(image)
+    return images
+
+
+def _source_item(reference: Dataset, info: SliceInfo) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = reference.SOPClassUID
+    item.ReferencedSOPInstanceUID = reference.SOPInstanceUID
+    if info.frame_number is not None:
+        item.ReferencedFrameNumber = info.frame_number
+    purpose = hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    return item

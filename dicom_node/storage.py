@@ -1,0 +1,98 @@
+"""Where instances live on disk, and how a file gets there durably.
+
+A file is first complete under a temporary name in the same folder tree, fsynced, then renamed to
+its final name and the folder fsynced: a crash leaves either the old state or the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from dicom_node.uids import require_uid
+
+
+def instance_path(root: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+    """``root/<study>/<series>/<sop>.dcm``; every part is checked to be a UID first."""
+    return (
+        root
+        / require_uid(study_uid, "Study Instance UID")
+        / require_uid(series_uid, "Series Instance UID")
+        / f"{require_uid(sop_uid, 'SOP Instance UID')}.dcm"
+    )
+
+
+def tmp_dir(data_dir: Path) -> Path:
+    return data_dir / "tmp"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(src: Path, dst: Path, scratch: Path) -> None:
+    """Move the finished file ``src`` durably to ``dst`` (replacing it), via ``scratch`` if needed.
+
+    ``src`` is renamed when it is on the same filesystem; otherwise it is copied to a temporary
+    name beside ``dst`` first. Either way ``dst`` appears whole or not at all.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staged = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.part"
+    try:
+        try:
+            os.link(src, staged)
+        except OSError:
+            shutil.copyfile(src, staged)
+        fsync_file(staged)
+        os.replace(staged, dst)
+    finally:
+        staged.unlink(missing_ok=True)
+    _fsync_dir(dst.parent)
+
+
+def write_bytes_atomic(dst: Path, data: bytes) -> None:
+    """Write ``data`` to ``dst`` whole or not at all (used for outputs the node makes)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staged = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.part"
+    try:
+        with open(staged, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(staged, dst)
+    finally:
+        staged.unlink(missing_ok=True)
+    _fsync_dir(dst.parent)
+
+
+def remove_stale_parts(root: Path) -> int:
+    """Delete ``.part`` files a crash left behind; they were never acknowledged."""
+    count = 0
+    if not root.exists():
+        return 0
+    for part in root.rglob(".*.part"):
+        part.unlink(missing_ok=True)
+        count += 1
+    return count
+
+
+def free_bytes(path: Path) -> int:
+    """Free space on the filesystem holding ``path`` (the nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free

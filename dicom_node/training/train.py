@@ -1,0 +1,279 @@
+"""The training loop: augmented slices from all orientations, BCE + soft Dice, AdamW, cosine LR.
+
+:func:`train` fits a DeepLabv3+ to :class:`~dicom_node.training.data.Case` objects. An epoch is
+``samples_per_epoch`` freshly augmented slices (cases drawn evenly, then an orientation, then a
+slice). After each epoch the fixed validation slices (unaugmented, preprocessed as at inference)
+are scored, and a resumable checkpoint (network, optimiser, step, history) is written beside the
+output when one is given. ``init`` fine-tunes from a parent weights file (its architecture is kept).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dicom_node.imaging.network import ArchSpec, build_network, load_weights, save_weights
+from dicom_node.training.augment import AugmentConfig, augment
+from dicom_node.training.data import ORIENTATIONS, Case, SliceSet, case_slices
+from dicom_node.training.metrics import batch_dice
+
+CHECKPOINT_FORMAT = "dicom-node-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 14
+    samples_per_epoch: int = 1600
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    p_empty: float = 0.2  # slices of a head with no brain in them (neck, skull edge, outside)
+    p_negative: float = 0.06  # slices of negative cases (phantoms), when given
+    dice_weight: float = 1.0
+    val_slices_per_case: int = 36
+    seed: int = 0
+    threads: int = 2
+    max_seconds: float | None = None  # wall-clock budget: the LR schedule follows it, training stops at it
+    arch: ArchSpec = field(default_factory=ArchSpec)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class TrainResult:
+    network: nn.Module
+    arch: ArchSpec
+    history: list[dict[str, float]]
+    seconds: float
+
+
+class SlicePool:
+    """All slices of the training cases, with the sampling the trainer uses."""
+
+    def __init__(self, cases: Sequence[Case], size: int, axes: Sequence[int] = ORIENTATIONS) -> None:
+        self.heads: list[list[SliceSet]] = []
+        self.negatives: list[SliceSet] = []
+        for case in cases:
+            sets = case_slices(case, size, axes)
+            if case.negative:
+                self.negatives.extend(sets)
+            else:
+                self.heads.append(sets)
+        if not self.heads:
+            raise ValueError("No training case with a brain mask was given.")
+
+    def sample(self, rng: np.random.Generator, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.negatives and rng.random() < config.p_negative:
+            s = self.negatives[rng.integers(len(self.negatives))]
+            j = int(rng.integers(len(s.images)))
+        else:
+            sets = self.heads[rng.integers(len(self.heads))]
+            s = sets[rng.integers(len(sets))]
+            want_brain = rng.random() >= config.p_empty or not (~s.has_brain).any()
+            choices = np.flatnonzero(s.has_brain if want_brain else ~s.has_brain)
+            if choices.size == 0:
+                choices = np.arange(len(s.images))
+            j = int(choices[rng.integers(choices.size)])
+        return s.images[j], s.masks[j], s.valid
+
+    def batch(self, rng: np.random.Generator, config: TrainConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, masks = [], []
+        for _ in range(n):
+            image, mask, valid = self.sample(rng, config)
+            a, m = augment(image, mask, valid, rng, config.augment)
+            images.append(a)
+            masks.append(m)
+        return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
+
+
+def validation_slices(cases: Sequence[Case], size: int, per_case: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed, unaugmented set: slices evenly spread over each case's three orientations."""
+    images, masks = [], []
+    for case in cases:
+        for s in case_slices(case, size):
+            idx = np.flatnonzero(s.has_head) if s.has_head.any() else np.arange(len(s.images))
+            take = idx[np.linspace(0, idx.size - 1, max(1, per_case // 3)).round().astype(int)]
+            images.append(s.images[take])
+            masks.append(s.masks[take])
+    return torch.from_numpy(np.concatenate(images)[:, None]), torch.from_numpy(np.concatenate(masks)[:, None].astype(np.float32))
+
+
+def brain_logit(out: torch.Tensor) -> torch.Tensor:
+    return out[:, :1] if out.shape[1] == 1 else out[:, 1:2] - out[:, :1]
+
+
+def loss_fn(logit: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy plus (1 - soft Dice) over the batch."""
+    bce = F.binary_cross_entropy_with_logits(logit, target)
+    if not dice_weight:
+        return bce
+    prob = torch.sigmoid(logit)
+    inter = (prob * target).sum()
+    dice = (2 * inter + 1.0) / (prob.sum() + target.sum() + 1.0)
+    return bce + dice_weight * (1 - dice)
+
+
+@torch.no_grad()
+def evaluate_slices(network: nn.Module, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 32) -> tuple[float, float]:
+    """(loss, Dice) of ``network`` on prepared slices."""
+    network.eval()
+    losses, preds = [], []
+    for start in range(0, images.shape[0], batch_size):
+        logit = brain_logit(network(images[start : start + batch_size]))
+        losses.append(float(loss_fn(logit, masks[start : start + batch_size])) * logit.shape[0])
+        preds.append((logit > 0).numpy())
+    return sum(losses) / images.shape[0], batch_dice(np.concatenate(preds), masks.numpy() > 0.5)
+
+
+def checkpoint_path(out: Path | str) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".ckpt")
+
+
+class _Schedule:
+    """Linear warm-up, then cosine decay to 2 % over the steps, or over the time budget when that
+    runs out first (progress is whichever is further along)."""
+
+    def __init__(self, total: int, warmup: int, max_seconds: float | None, elapsed: float = 0.0) -> None:
+        self.total, self.warmup, self.max_seconds = total, warmup, max_seconds
+        self.started = time.perf_counter() - elapsed
+        self.time_progress = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def progress(self, step: int) -> float:
+        by_steps = (step - self.warmup) / max(1, self.total - self.warmup)
+        if self.max_seconds:
+            self.time_progress = max(self.time_progress, self.elapsed() / self.max_seconds)
+        return min(1.0, max(by_steps, self.time_progress))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * self.progress(step)))
+
+
+def train(
+    cases: Sequence[Case],
+    config: TrainConfig = TrainConfig(),
+    *,
+    val_cases: Sequence[Case] | None = None,
+    out: Path | str | None = None,
+    init: Path | str | None = None,
+    resume: bool = False,
+    name: str = "dicom-node-brain",
+    version: str = "0.0.0",
+    card: dict[str, str] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train (or fine-tune from ``init``, or resume from ``out``'s checkpoint); return the history.
+
+    With ``out``, the final weights are written there (with the last epoch's metrics) and a
+    checkpoint ``out.ckpt`` after every epoch; ``resume=True`` continues from that checkpoint.
+    """
+    started = time.perf_counter()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    if init:
+        network, parent = load_weights(init, "cpu")
+        arch = parent.arch
+        config = replace(config, arch=arch)
+        log(f"Fine-tuning from {init} ({parent.name} {parent.version}).")
+    else:
+        arch = config.arch
+        network = build_network(arch)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, config.samples_per_epoch // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    schedule = _Schedule(total_steps, min(config.warmup_steps, total_steps // 4 + 1), config.max_seconds)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    done = False
+    if resume and out and checkpoint_path(out).is_file():
+        state = torch.load(checkpoint_path(out), map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{checkpoint_path(out)} is not a dicom-node training checkpoint.")
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = [dict(h) for h in state["history"]]
+        start_epoch = int(state["epoch"])
+        done = bool(state.get("done", False))
+        schedule.started = time.perf_counter() - float(state.get("elapsed", 0.0))
+        log(f"Resuming from {checkpoint_path(out)} after epoch {start_epoch}.")
+    pool = SlicePool(cases, arch.input_size)
+    val_images, val_masks = validation_slices(val_cases if val_cases else cases, arch.input_size, config.val_slices_per_case)
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        tqdm = None  # type: ignore[assignment]
+    for epoch in range(start_epoch, config.epochs):
+        if done:
+            break
+        rng = np.random.default_rng([config.seed, epoch])
+        network.train()
+        losses, tps, sums = [], 0.0, 0.0
+        epoch_start = time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or tqdm is None, leave=False) if tqdm else range(steps_per_epoch)
+        for _ in bar:
+            images, masks = pool.batch(rng, config, config.batch_size)
+            logit = brain_logit(network(images))
+            loss = loss_fn(logit, masks, config.dice_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            with torch.no_grad():
+                pred = logit > 0
+                tps += float((pred & (masks > 0.5)).sum())
+                sums += float(pred.sum() + (masks > 0.5).sum())
+            if tqdm and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            if config.max_seconds and schedule.elapsed() >= config.max_seconds:
+                done = True
+                log(f"Time budget of {config.max_seconds:.0f} s reached in epoch {epoch + 1}.")
+                break
+        val_loss, val_dice = evaluate_slices(network, val_images, val_masks)
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)),
+            "dice": 2 * tps / sums if sums else 1.0,
+            "val_loss": val_loss,
+            "val_dice": val_dice,
+            "lr": float(scheduler.get_last_lr()[0]),
+            "seconds": time.perf_counter() - epoch_start,
+            "steps": len(losses),
+        }
+        history.append(row)
+        log(f"epoch {row['epoch']}/{config.epochs}: loss {row['loss']:.4f} dice {row['dice']:.4f} val_loss {val_loss:.4f} val_dice {val_dice:.4f} ({row['seconds']:.0f} s)")
+        if out:
+            ckpt = checkpoint_path(out)
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {"format": CHECKPOINT_FORMAT, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1, "arch": asdict(arch),
+                 "done": done, "elapsed": schedule.elapsed()},
+                ckpt.with_name(ckpt.name + ".partial"),
+            )
+            ckpt.with_name(ckpt.name + ".partial").replace(ckpt)
+    network.eval()
+    seconds = time.perf_counter() - started
+    if out:
+        last = history[-1] if history else {}
+        metrics = {f"train_{k}": float(v) for k, v in last.items() if k in ("loss", "dice", "val_loss", "val_dice")}
+        metrics["epochs"] = float(len(history))
+        metrics["train_seconds"] = seconds
+        save_weights(out, network, arch, name=name, version=version, metrics=metrics, card=card)
+    return TrainResult(network=network, arch=arch, history=history, seconds=seconds)

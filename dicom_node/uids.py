@@ -1,0 +1,43 @@
+"""UID checks and the short hashes that stand for UIDs in logs and flow-run names."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+class InvalidUID(ValueError):
+    """A value that is not a DICOM UID (digits and dots, at most 64 characters)."""
+
+
+def is_valid_uid(value: object) -> bool:
+    """True for a DICOM UID: digits and dots, no empty or zero-padded component, <= 64 chars."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and _UID.match(value) is not None
+
+
+def is_safe_uid(value: object) -> bool:
+    """True for strings safe to use as a path component: digits and dots, <= 64 chars.
+
+    Laxer than :func:`is_valid_uid` (real scanners emit leading zeros in components) but never
+    lets ``/``, ``..`` on its own, or anything but digits and dots through.
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 64
+        and re.fullmatch(r"[0-9]+(\.[0-9]+)*", value) is not None
+    )
+
+
+def require_uid(value: object, name: str) -> str:
+    """Return ``value`` if it is safe to use as a path component, else raise ``InvalidUID``."""
+    if not is_safe_uid(value):
+        shown = "missing" if value in (None, "") else f"not a UID ({len(str(value))} chars)"
+        raise InvalidUID(f"{name} is {shown}")
+    return str(value)
+
+
+def short_hash(uid: str, length: int = 10) -> str:
+    """A stable, non-reversible stand-in for a UID in logs and names."""
+    return hashlib.sha256(uid.encode()).hexdigest()[:length]

@@ -1,0 +1,65 @@
+"""Reading what the Prefect API and Orthanc hold, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+import urllib.error
+import urllib.request
+
+from tests.conftest import Orthanc
+
+
+def prefect_post(api_url: str, path: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=20) as rsp:
+        return json.loads(rsp.read())
+
+
+def flow_run(api_url: str, flow_run_id: str) -> dict:
+    with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=20) as rsp:
+        return json.loads(rsp.read())
+
+
+def artifacts_of(api_url: str, flow_run_id: str) -> list[dict]:
+    return prefect_post(api_url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+
+
+def orthanc_series_by_modality(pacs: Orthanc) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for sid in pacs.get("/series"):
+        series = pacs.get(f"/series/{sid}")
+        study = pacs.get(f"/studies/{series['ParentStudy']}")
+        found.setdefault(series["MainDicomTags"].get("Modality", "?"), []).append(
+            {"instances": len(series["Instances"]), "study": study["MainDicomTags"]["StudyInstanceUID"]}
+        )
+    return found
+
+
+def prefect_get(api_url: str, path: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"{api_url}{path}", timeout=20) as rsp:
+            return json.loads(rsp.read())
+    except urllib.error.HTTPError:
+        return None
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1400,1000", "--virtual-time-budget=20000",
+]
+
+
+def browse(url: str, profile: Path, screenshot: Path | None = None) -> str:
+    """Open ``url`` in Debian's headless Chromium; return the rendered DOM, optionally save a PNG."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise RuntimeError("chromium is not installed: run the tests with `make test` (it installs the Debian package)")
+    base = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
+    return subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout

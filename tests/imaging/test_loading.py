@@ -1,0 +1,170 @@
+"""Loading real series: vendors, Enhanced multi-frame, time series, transfer syntaxes, refusals."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from dicom_node.imaging.loading import SeriesLoadError, load_folder, load_series, position_key, scan_folder
+
+
+def positions(series) -> np.ndarray:
+    return np.array([position_key(s) for s in series.slices])
+
+
+@pytest.mark.parametrize(
+    ("folder", "shape", "n_positions"),
+    [
+        ("sag-t1-siemens-skyra", (192, 256, 256), 192),
+        ("sag-t1-philips-ingenia", (170, 256, 256), 170),
+        ("enhanced-t1-siemens-xa30", (96, 128, 128), 96),
+        ("t1-phantom-ge-signa", (130, 256, 256), 130),
+        ("epi-ge-discovery", (150, 64, 64), 15),
+    ],
+)
+def test_real_series_load_sorted_along_the_normal(load_named, folder, shape, n_positions):
+    series = load_named(folder)
+    assert series.pixels.shape == shape
+    assert series.pixels.dtype == np.float32
+    assert series.n_positions == n_positions
+    along = positions(series)
+    assert np.all(np.diff(along) >= 0), "slices must be sorted along the slice normal"
+    assert series.slice_spacing_mm and series.slice_spacing_mm > 0
+    assert series.voxel_volume_ml() > 0
+    assert series.pixels.max() > 0
+
+
+def test_non_dicom_files_are_skipped_with_a_reason(shared_data):
+    scan = scan_folder(shared_data / "dicom" / "epi-ge-discovery")
+    assert len(scan.series) == 1
+    names = {s.path.name for s in scan.skipped}
+    assert names == {"LICENSE", "README-Series.txt"}
+    assert all("not a DICOM file" in s.reason for s in scan.skipped)
+
+
+def test_ge_files_without_dcm_extension_are_found(shared_data):
+    scan = scan_folder(shared_data / "dicom" / "t1-phantom-ge-signa")
+    (paths,) = scan.series.values()
+    assert any(not p.name.endswith(".dcm") for p in paths)
+
+
+def test_epi_time_series_keeps_every_instance_position_major(load_named):
+    series = load_named("epi-ge-discovery")
+    along = positions(series)
+    values, counts = np.unique(along, return_counts=True)
+    assert len(values) == 15 and set(counts) == {10}
+    assert len({s.sop_instance_uid for s in series.slices}) == 150
+    # within one position, time points follow instance number
+    first = [int(pydicom.dcmread(s.path, stop_before_pixels=True).InstanceNumber) for s in series.slices[:10]]
+    assert first == sorted(first)
+
+
+def test_enhanced_multiframe_uses_per_frame_geometry(load_named):
+    series = load_named("enhanced-t1-siemens-xa30")
+    assert series.is_multiframe and len(series.datasets) == 1
+    assert sorted(s.frame_number for s in series.slices) == list(range(1, 97))
+    assert len({s.position for s in series.slices}) == 96
+    assert "PixelData" not in series.datasets[0]
+
+
+def test_explicit_shuffled_paths_give_the_same_series(shared_data, load_named):
+    folder = shared_data / "dicom" / "sag-t1-siemens-skyra"
+    paths = sorted(folder.glob("*.dcm"))
+    random.Random(1).shuffle(paths)
+    series = load_series(paths)
+    reference = load_named("sag-t1-siemens-skyra")
+    assert [s.sop_instance_uid for s in series.slices] == [s.sop_instance_uid for s in reference.slices]
+    np.testing.assert_array_equal(series.pixels, reference.pixels)
+
+
+def test_rescale_slope_is_applied(shared_data, load_named):
+    series = load_named("sag-t1-philips-ingenia")
+    header = pydicom.dcmread(series.slices[0].path)
+    slope, intercept = float(header.RescaleSlope), float(header.RescaleIntercept)
+    assert slope != 1.0
+    np.testing.assert_allclose(series.pixels[0], header.pixel_array * slope + intercept, rtol=1e-5)
+
+
+MR_TRANSFER_SYNTAX_FILES = [
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_expb.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_padded.dcm",
+]
+
+
+@pytest.mark.parametrize("name", MR_TRANSFER_SYNTAX_FILES)
+def test_every_pydicom_mr_transfer_syntax_decodes_losslessly(name):
+    reference = load_series([get_testdata_file("MR_small.dcm")])
+    series = load_series([get_testdata_file(name)])
+    assert series.pixels.shape == (1, 64, 64)
+    np.testing.assert_array_equal(series.pixels, reference.pixels)
+
+
+def test_jpeg_lossless_made_by_dcmtk_decodes(tmp_path):
+    tool = shutil.which("dcmcjpeg")
+    if tool is None:
+        pytest.fail("DCMTK's dcmcjpeg is not installed: run the tests with `make test`")
+    source = get_testdata_file("MR_small.dcm")
+    target = tmp_path / "jpeg-lossless.dcm"
+    subprocess.run([tool, "+e1", source, str(target)], check=True, capture_output=True)
+    ts = pydicom.dcmread(target, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    assert ts == pydicom.uid.JPEGLosslessSV1
+    np.testing.assert_array_equal(load_series([target]).pixels, load_series([source]).pixels)
+
+
+def test_ct_is_refused_naming_the_file():
+    path = get_testdata_file("CT_small.dcm")
+    with pytest.raises(SeriesLoadError, match=r"CT_small\.dcm is not MR \(Modality is CT\)"):
+        load_series([path])
+
+
+def test_colour_is_refused(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))
+    ds.Modality = "MR"
+    path = tmp_path / "colour-mr.dcm"
+    ds.save_as(path)
+    with pytest.raises(SeriesLoadError, match=r"colour-mr\.dcm is a colour image \(Samples per Pixel 3"):
+        load_series([path])
+
+
+def test_missing_pixel_data_is_refused(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    del ds.PixelData
+    path = tmp_path / "no-pixels.dcm"
+    ds.save_as(path)
+    with pytest.raises(SeriesLoadError, match=r"no-pixels\.dcm has no pixel data"):
+        load_series([path])
+
+
+def test_truncated_pixel_data_is_refused():
+    with pytest.raises(SeriesLoadError, match=r"MR_truncated\.dcm"):
+        load_series([get_testdata_file("MR_truncated.dcm")])
+
+
+def test_files_of_two_series_are_refused(shared_data):
+    one = next((shared_data / "dicom" / "sag-t1-siemens-skyra").glob("*.dcm"))
+    other = next((shared_data / "dicom" / "epi-ge-discovery").glob("*.dcm"))
+    with pytest.raises(SeriesLoadError, match="belongs to another series"):
+        load_series([one, other])
+
+
+def test_folder_of_only_non_dicom_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    series, skipped = load_folder(tmp_path)
+    assert series == [] and len(skipped) == 2
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(SeriesLoadError, match="does not exist"):
+        scan_folder(tmp_path / "nope")

@@ -1,0 +1,130 @@
+"""SEG and SC: built, written, validated with dciodvfy and dcmqi, read back with highdicom and pydicom."""
+
+from __future__ import annotations
+
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_node.imaging.network import ArchSpec, ModelInfo
+from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
+from dicom_node.outputs.common import Equipment, derived_series_number
+from dicom_node.outputs.sc import build_sc_series
+from dicom_node.outputs.seg import build_segs, frame_source_uids, read_seg_mask
+from dicom_node.pipeline import write_dataset
+
+from .conftest import dciodvfy_errors, segimage2itkimage
+
+MODEL = ModelInfo(name="test-brain", version="0.0.1-test", arch=ArchSpec())
+EQUIPMENT = Equipment.for_model(MODEL, device_serial_number="test-box")
+
+
+def box_mask(series) -> np.ndarray:
+    mask = np.zeros(series.pixels.shape, dtype=bool)
+    n, rows, cols = mask.shape
+    mask[n // 4 : 3 * n // 4, rows // 4 : 3 * rows // 4, cols // 4 : 3 * cols // 4] = True
+    return mask
+
+
+def test_siemens_seg_validates_converts_and_references_sources(load_named, siemens_reference_mask, tmp_path):
+    series = load_named("sag-t1-siemens-skyra")
+    (seg,) = build_segs(series, siemens_reference_mask, MODEL, EQUIPMENT, "seed-a")
+    path = write_dataset(seg, tmp_path)
+    assert dciodvfy_errors(path) == []
+
+    read = hd.seg.segread(path)
+    assert read.StudyInstanceUID == series.study_instance_uid
+    assert read.FrameOfReferenceUID == series.frame_of_reference_uid
+    assert read.Manufacturer == "dicom-node"
+    assert "test-brain 0.0.1-test" in list(read.SoftwareVersions)
+    assert read.SeriesNumber == derived_series_number(5, 901) == 5901
+    segment = read.SegmentSequence[0]
+    assert segment.SegmentLabel == "Brain" and segment.SegmentAlgorithmType == "AUTOMATIC"
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "12738006"
+    assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
+    algorithm = segment.SegmentationAlgorithmIdentificationSequence[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("test-brain", "0.0.1-test")
+
+    # every frame references a source slice by SOP Instance UID, at that slice's position
+    by_uid = {s.sop_instance_uid: s for s in series.slices}
+    raw = pydicom.dcmread(path)
+    for (uid, _), item in zip(frame_source_uids(raw), raw.PerFrameFunctionalGroupsSequence):
+        position = item.PlanePositionSequence[0].ImagePositionPatient
+        np.testing.assert_allclose([float(v) for v in position], by_uid[uid].position, atol=1e-3)
+    np.testing.assert_array_equal(read_seg_mask(path, series), siemens_reference_mask)
+
+    nifti = segimage2itkimage(path, tmp_path / "dcmqi")
+    assert int((np.asarray(nib.load(nifti).dataobj) > 0).sum()) == int(siemens_reference_mask.sum())
+
+
+def test_uids_are_deterministic_per_seed(load_named):
+    series = load_named("epi-ge-discovery")
+    mask = box_mask(series)
+    first = build_segs(series, mask, MODEL, EQUIPMENT, "seed-a")
+    again = build_segs(series, mask, MODEL, EQUIPMENT, "seed-a")
+    other = build_segs(series, mask, MODEL, EQUIPMENT, "seed-b")
+    assert [s.SOPInstanceUID for s in first] == [s.SOPInstanceUID for s in again]
+    assert first[0].SeriesInstanceUID == again[0].SeriesInstanceUID != other[0].SeriesInstanceUID
+    assert all(pydicom.uid.UID(s.SOPInstanceUID).is_valid for s in first)
+
+
+def test_epi_time_series_gets_one_seg_per_time_point(load_named, tmp_path):
+    series = load_named("epi-ge-discovery")
+    segs = build_segs(series, box_mask(series), MODEL, EQUIPMENT, "seed-epi")
+    assert len(segs) == 10 and len({s.SeriesInstanceUID for s in segs}) == 1
+    referenced = set()
+    for seg in segs:
+        referenced |= {uid for uid, _ in frame_source_uids(seg)}
+    assert len(referenced) == 75  # the box covers the middle half of 15 positions x 10 time points
+    path = write_dataset(segs[3], tmp_path)
+    assert dciodvfy_errors(path) == []
+    segimage2itkimage(path, tmp_path / "dcmqi")
+
+
+def test_enhanced_multiframe_seg_references_frames(load_named, tmp_path):
+    series = load_named("enhanced-t1-siemens-xa30")
+    mask = box_mask(series)
+    (seg,) = build_segs(series, mask, MODEL, EQUIPMENT, "seed-xa")
+    path = write_dataset(seg, tmp_path)
+    assert dciodvfy_errors(path) == []
+    refs = frame_source_uids(pydicom.dcmread(path))
+    assert {uid for uid, _ in refs} == {series.slices[0].sop_instance_uid}
+    assert all(frame is not None for _, frame in refs)
+    np.testing.assert_array_equal(read_seg_mask(path, series), mask)
+    segimage2itkimage(path, tmp_path / "dcmqi")
+
+
+def test_empty_mask_gives_a_valid_all_empty_seg(load_named, tmp_path):
+    series = load_named("t1-phantom-ge-signa")
+    (seg,) = build_segs(series, np.zeros(series.pixels.shape, dtype=bool), MODEL, EQUIPMENT, "seed-empty")
+    assert seg.NumberOfFrames == series.n_slices
+    path = write_dataset(seg, tmp_path)
+    assert dciodvfy_errors(path) == []
+    segimage2itkimage(path, tmp_path / "dcmqi")
+
+
+@pytest.mark.parametrize("folder", ["sag-t1-siemens-skyra", "enhanced-t1-siemens-xa30", "sag-t1-philips-ingenia"])
+def test_sc_series_validates_and_points_at_source_slices(load_named, folder, tmp_path):
+    series = load_named(folder)
+    mask = box_mask(series)
+    settings = PseudocolorSettings()
+    images = build_sc_series(series, pseudocolor(series.pixels, mask, settings), EQUIPMENT, "seed-sc", settings)
+    assert len(images) == series.n_slices and len({i.SOPInstanceUID for i in images}) == series.n_slices
+    middle = series.n_slices // 2
+    for index in (0, middle):
+        path = write_dataset(images[index], tmp_path)
+        assert dciodvfy_errors(path) == []
+        read = pydicom.dcmread(path)
+        assert read.StudyInstanceUID == series.study_instance_uid
+        assert read.PhotometricInterpretation == "RGB" and read.SamplesPerPixel == 3
+        assert read.pixel_array.shape == (*series.matrix, 3)
+        source = read.SourceImageSequence[0]
+        assert source.ReferencedSOPInstanceUID == series.slices[index].sop_instance_uid
+        if series.is_multiframe:
+            assert source.ReferencedFrameNumber == series.slices[index].frame_number
+        assert read.InstanceNumber == index + 1
+    rebuilt = build_sc_series(series, pseudocolor(series.pixels, mask, settings), EQUIPMENT, "seed-sc", settings)
+    assert [i.SOPInstanceUID for i in rebuilt] == [i.SOPInstanceUID for i in images]

@@ -1,0 +1,67 @@
+"""Migrations, series completion and the job queue on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import inspect, select
+
+from dicom_node.db.migrate import current_revision
+from dicom_node.db.models import Instance, Job, JobEvent, JobState, utcnow
+from dicom_node.db.session import Database
+from dicom_node.ingest import Header, record_instance
+from dicom_node.jobs import claim_next_job, close_quiet_series, fail_or_retry, requeue_interrupted
+
+
+def _add(db: Database, sop: str, series: str = "1.2.3.4", modality: str = "MR", age_s: float = 60) -> None:
+    header = Header("1.2.840.10008.5.1.4.1.1.4", sop, "1.2.3", series, modality, "1.2.840.10008.1.2.1")
+    with db.session() as session:
+        assert record_instance(session, header, Path(f"/x/{sop}.dcm"), 10, "SCANNER")
+        session.execute(Instance.__table__.update().where(Instance.sop_instance_uid == sop).values(received_at=utcnow() - timedelta(seconds=age_s)))
+
+
+def test_migrations_create_every_table(migrated_db: Database) -> None:
+    tables = set(inspect(migrated_db.engine).get_table_names())
+    assert {"studies", "series", "instances", "jobs", "job_events", "outputs", "exports", "model_versions", "expert_masks"} <= tables
+    assert current_revision(migrated_db.url) is not None
+
+
+def test_quiet_series_become_versioned_jobs(migrated_db: Database) -> None:
+    db = migrated_db
+    _add(db, "1.1")
+    _add(db, "1.2")
+    _add(db, "2.1", series="1.2.3.5", age_s=0)  # still arriving
+    _add(db, "3.1", series="1.2.3.6", modality="SR")
+    with db.session() as session:
+        jobs = close_quiet_series(session, quiet_s=10)
+        assert sorted((j.kind, j.version, j.instance_count) for j in jobs) == [("process_series", 1, 2), ("store_only", 1, 1)]
+        assert close_quiet_series(session, quiet_s=10) == []
+    with db.session() as session:
+        store_only = session.scalars(select(Job).where(Job.kind == "store_only")).one()
+        assert store_only.state is JobState.SUCCEEDED
+    _add(db, "1.3")  # a late instance of the first series
+    with db.session() as session:
+        (late,) = close_quiet_series(session, quiet_s=10)
+        assert (late.version, late.instance_count) == (2, 3)
+
+
+def test_claims_never_hand_one_job_to_two_dispatchers_and_retries_are_bounded(migrated_db: Database) -> None:
+    db = migrated_db
+    for i in range(3):
+        _add(db, f"5.{i}", series=f"1.2.9.{i}")
+    with db.session() as session:
+        close_quiet_series(session, quiet_s=10)
+    with db.session() as a, db.session() as b:
+        first, second = claim_next_job(a, "node-a"), None
+        a.commit()
+        second = claim_next_job(b, "node-b")
+    assert first is not None and second is not None and first.id != second.id
+    with db.session() as session:
+        assert requeue_interrupted(session, "node-a") == 1
+    with db.session() as session:
+        job = claim_next_job(session, "node-c")
+        assert job is not None and job.id == first.id and job.attempts == 2
+        assert fail_or_retry(session, job.id, "boom", max_attempts=2) is JobState.FAILED
+        events = [e.state for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id))]
+        assert events == ["queued", "running", "queued", "running", "failed"]

@@ -1,0 +1,109 @@
+"""Expert masks in, a new model version out: the registry, the promotion gate and rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dicom_node.config import Settings
+from dicom_node.db.models import Job, JobState, ModelStatus
+from dicom_node.db.session import Database
+from dicom_node.imaging.network import ArchSpec, build_network, load_weights, save_weights
+from dicom_node.ingest import ingest_file
+from dicom_node.jobs import close_quiet_series
+from dicom_node.processing import process_job, production_weights
+from dicom_node.registry import RegistryError, ensure_bootstrapped, list_models, promote, register, rollback
+from dicom_node.retraining import conclude_round, load_case, score, expert_case_refs
+from tests.conftest import SHARED_DATA, SIEMENS, siemens_files, storescu, wait_until
+
+REFERENCE_SEG = SHARED_DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"
+
+
+def _relabel(weights: Path, out: Path, version: str) -> Path:
+    network, info = load_weights(weights, "cpu")
+    return save_weights(out, network, info.arch, name=info.name, version=version, metrics=info.metrics)
+
+
+@pytest.mark.timeout(1500)
+def test_expert_seg_pushed_with_storescu_starts_a_round_that_registers_a_version(node_factory, trained_weights: Path) -> None:
+    node = node_factory({
+        "DICOM_NODE_FLOWS": "off",
+        "DICOM_NODE_SERIES_TIMEOUT": "1",
+        "DICOM_NODE_MODEL_WEIGHTS": str(trained_weights),
+        "DICOM_NODE_RETRAIN_MIN_MASKS": "1",
+        "DICOM_NODE_RETRAIN_EPOCHS": "1",
+        "DICOM_NODE_RETRAIN_SAMPLES_PER_EPOCH": "32",
+    }).start()
+    assert storescu(node.port, SIEMENS).returncode == 0
+    wait_until(lambda: any(j["kind"] == "process_series" and j["state"] == "succeeded" for j in node.jobs()), 300, what="series processed")
+    # -R: propose the file's own SOP class (DCMTK's default list has no Segmentation Storage).
+    assert storescu(node.port, [REFERENCE_SEG], "-R", aet="EXPERT").returncode == 0
+
+    round_job = wait_until(lambda: next((j for j in node.jobs() if j["kind"] == "retrain" and j["state"] in ("succeeded", "failed")), None), 600, what="retraining round")
+    assert round_job["state"] == "succeeded", round_job["error"]
+    models = json.loads(node.cli("models", "list", "--json").stdout)
+    assert [m["status"] for m in models][0] in ("production", "retired")
+    new = models[-1]
+    assert new["version"] == "0.0.1-test-r1" and new["parent"] == "0.0.1-test" and new["n_masks"] == 1
+    assert new["status"] in ("production", "rejected")
+    assert 0.0 <= new["metrics"]["dice"] <= 1.0 and "production" in new["metrics"] and new["metrics"]["history"]
+    assert node.stop() == 0
+
+
+@pytest.fixture
+def db(migrated_db: Database) -> Database:
+    return migrated_db
+
+
+def test_promotion_gate_keeps_a_worse_candidate_out(db: Database, tmp_path: Path, trained_weights: Path) -> None:
+    settings = Settings(data_dir=tmp_path, min_free_bytes=0)
+    for path in [*siemens_files(), REFERENCE_SEG]:  # the series and an expert's mask of it, as received
+        ingest_file(db, path, settings.incoming_dir)
+    with db.session() as session:
+        close_quiet_series(session, quiet_s=0)
+        for job in session.scalars(select(Job)).all():
+            job.state = JobState.RUNNING
+    from dicom_node.expert_masks import register_expert_masks
+
+    with db.session() as session:
+        seg_series = session.scalars(select(Job).where(Job.kind == "register_seg")).one().series_id
+        assert register_expert_masks(session, seg_series) == 1
+        ensure_bootstrapped(session, trained_weights, "0.0.1-test")
+
+    worse = save_weights(tmp_path / "random.pt", build_network(ArchSpec(input_size=128)), ArchSpec(input_size=128), name="random", version="random-1")
+    cases = [load_case(ref) for ref in expert_case_refs(db)]
+    candidate, current = score(worse, cases)["overall"], score(trained_weights, cases)["overall"]
+    assert candidate["dice"] < current["dice"]
+    assert conclude_round(db, "random-1", worse, "0.0.1-test", candidate, current, "training masks", [], 1) is False
+    with db.session() as session:
+        statuses = {m.version: m.status for m in list_models(session)}
+        assert statuses == {"0.0.1-test": "production", "random-1": "rejected"}
+        assert production_weights(db, settings) == trained_weights
+
+
+def test_rollback_restores_the_previous_production_model_for_the_next_job(db: Database, tmp_path: Path, trained_weights: Path) -> None:
+    settings = Settings(data_dir=tmp_path, min_free_bytes=0, flows="off")
+    second = _relabel(trained_weights, tmp_path / "second.pt", "0.0.2-test")
+    with db.session() as session:
+        ensure_bootstrapped(session, trained_weights, "0.0.1-test")
+        register(session, "0.0.2-test", second, ModelStatus.CANDIDATE, parent="0.0.1-test")
+        promote(session, "0.0.2-test")
+    assert production_weights(db, settings) == second
+    with db.session() as session:
+        assert rollback(session).version == "0.0.1-test"
+    with db.session() as session:
+        with pytest.raises(RegistryError, match="nothing to roll back to"):
+            rollback(session)
+
+    for path in siemens_files()[90:100]:  # a small series: the next job
+        ingest_file(db, path, settings.incoming_dir)
+    with db.session() as session:
+        (job,) = close_quiet_series(session, quiet_s=0)
+        job.state = JobState.RUNNING
+    process_job(db, settings, job.id)
+    with db.session() as session:
+        done = session.get(Job, job.id)
+        assert done.state is JobState.SUCCEEDED and done.model_version == "0.0.1-test"

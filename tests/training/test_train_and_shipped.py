@@ -1,0 +1,86 @@
+"""A tiny training run, a checkpoint that loads, and the shipped weights guarded by a Dice."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from dicom_node.imaging.network import ArchSpec, load_weights
+from dicom_node.training.augment import AugmentConfig
+from dicom_node.training.data import Case
+from dicom_node.training.train import TrainConfig, checkpoint_path, train
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+SIEMENS = SHARED / "dicom" / "sag-t1-siemens-skyra"
+SIEMENS_SEG = SHARED / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"
+
+
+def _toy_case() -> Case:
+    """A 3D 'head' (ellipsoid shell around a brighter ellipsoid brain) with its mask."""
+    zz, yy, xx = np.mgrid[:24, :48, :48].astype(np.float32)
+    head = ((zz - 12) / 11) ** 2 + ((yy - 24) / 22) ** 2 + ((xx - 24) / 20) ** 2 < 1
+    brain = ((zz - 12) / 8) ** 2 + ((yy - 22) / 16) ** 2 + ((xx - 24) / 14) ** 2 < 1
+    volume = np.where(brain, 300.0, np.where(head, 120.0, 0.0)).astype(np.float32)
+    volume += np.random.default_rng(0).normal(0, 5, volume.shape).astype(np.float32).clip(0)
+    return Case("toy", volume, brain, (2.0, 1.0, 1.0), kind="nifti")
+
+
+def test_tiny_training_reduces_loss_and_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    mild = AugmentConfig(p_spatial=0.5, rotate_deg=10, p_rot90=0.0, p_cut=0.0, p_curve=0.0, p_classes=0.0,
+                         p_bias=0.0, p_gamma=0.0, p_blur=0.0, p_lowres=0.0, p_noise=0.0, p_window_jitter=0.0)
+    config = TrainConfig(epochs=2, samples_per_epoch=48, batch_size=8, lr=3e-3, warmup_steps=2, val_slices_per_case=6,
+                         arch=ArchSpec(input_size=48, decoder_channels=32), augment=mild)
+    out = tmp_path / "tiny.pt"
+    result = train([_toy_case()], config, out=out, name="tiny", version="0.0.1", progress=False, log=lambda _m: None)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.history[1]["loss"] < result.history[0]["loss"]
+    network, info = load_weights(out)
+    assert (info.name, info.version, info.arch.input_size) == ("tiny", "0.0.1", 48)
+    assert {"train_loss", "train_dice", "train_val_dice", "epochs"} <= set(info.metrics)
+    assert info.metrics["epochs"] == 2.0
+    assert checkpoint_path(out).is_file()
+    # resuming a finished run trains no further epochs and keeps the history
+    again = train([_toy_case()], config, out=out, resume=True, progress=False, log=lambda _m: None)
+    assert [h["epoch"] for h in again.history] == [1, 2]
+
+
+def test_curve_png(tmp_path: Path) -> None:
+    from dicom_node.training.curves import plot_history
+
+    history = [{"epoch": 1, "loss": 1.0, "dice": 0.5, "val_loss": 0.9, "val_dice": 0.6},
+               {"epoch": 2, "loss": 0.5, "dice": 0.8, "val_loss": 0.6, "val_dice": 0.85}]
+    path = plot_history(history, tmp_path / "curve.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shipped_weights_load_through_the_segmenter() -> None:
+    from dicom_node.imaging.segmenter import get_segmenter
+
+    segmenter = get_segmenter(models.default_weights_path(), "cpu")
+    assert segmenter.info.name == "dicom-node-brain"
+    assert segmenter.info.version
+    assert segmenter.info.metrics
+
+
+def test_evaluate_shipped_weights_on_the_siemens_series(capsys: pytest.CaptureFixture[str]) -> None:
+    if not SIEMENS.is_dir():
+        pytest.fail(f"shared data not found at {SIEMENS}")
+    from dicom_node.train_command import add_evaluate_arguments, run_evaluate
+
+    parser = argparse.ArgumentParser()
+    add_evaluate_arguments(parser)
+    args = parser.parse_args([str(models.default_weights_path()), str(SIEMENS), str(SIEMENS_SEG), "--json"])
+    assert run_evaluate(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    (name,) = report["series"]
+    assert report["series"][name]["dice"] > 0.9
+    assert report["overall"]["dice"] > 0.9
+    assert set(report["overall"]) >= {"dice", "iou", "precision", "recall", "ap"}
