@@ -351,7 +351,7 @@ def profile(workdir: Path, files: list[Path]) -> dict[str, float]:
     """Where the node's time goes for one push of the series, in ms per instance."""
     import logging
 
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection
 
     from dicom_node import ingest, listener, storage
 
@@ -365,12 +365,12 @@ def profile(workdir: Path, files: list[Path]) -> dict[str, float]:
             (listener, "ingest_file", timings.wrap("handler_ingest_file", ingest.ingest_file)),
             (ingest, "free_bytes", timings.wrap("free_space_check", ingest.free_bytes)),
             (ingest, "read_header", timings.wrap("dcmread_header_parse", ingest.read_header)),
-            (ingest, "instance_exists", timings.wrap("db_duplicate_select", ingest.instance_exists)),
+            (ingest, "series_id_for", timings.wrap("db_series_lookup", ingest.series_id_for)),
+            (ingest, "insert_instance", timings.wrap("db_insert_statements", ingest.insert_instance)),
             (ingest, "commit_file", timings.wrap("file_commit_total", ingest.commit_file)),
             (storage, "fsync_file", timings.wrap("fsync_file", storage.fsync_file)),
             (storage, "_fsync_dir", timings.wrap("fsync_dir", storage._fsync_dir)),
-            (ingest, "record_instance", timings.wrap("db_insert_statements", ingest.record_instance)),
-            (Session, "commit", timings.wrap("db_commit", Session.commit)),
+            (Connection, "_commit_impl", timings.wrap("db_commit", Connection._commit_impl)),
         ]
 
     def no_op() -> list[tuple[Any, str, Any]]:
@@ -392,7 +392,7 @@ def profile(workdir: Path, files: list[Path]) -> dict[str, float]:
     handler = t.get("handler_ingest_file", 0.0)
     fsync = t.get("fsync_file", 0.0) + t.get("fsync_dir", 0.0)
     file_other = t.get("file_commit_total", 0.0) - fsync
-    db_total = t.get("db_duplicate_select", 0.0) + t.get("db_insert_statements", 0.0) + t.get("db_commit", 0.0)
+    db_total = t.get("db_series_lookup", 0.0) + t.get("db_insert_statements", 0.0) + t.get("db_commit", 0.0)
     accounted = t.get("free_space_check", 0.0) + t.get("dcmread_header_parse", 0.0) + t.get("file_commit_total", 0.0) + db_total
     return {
         "ingest_profile_push_s": round(wall, 3),
@@ -405,7 +405,7 @@ def profile(workdir: Path, files: list[Path]) -> dict[str, float]:
         "ingest_profile_ms_fsync_dir": ms(t.get("fsync_dir", 0.0)),
         "ingest_profile_ms_link_rename_mkdir": ms(file_other),
         "ingest_profile_ms_db_commit": ms(t.get("db_commit", 0.0)),
-        "ingest_profile_ms_db_statements": ms(t.get("db_duplicate_select", 0.0) + t.get("db_insert_statements", 0.0)),
+        "ingest_profile_ms_db_statements": ms(t.get("db_series_lookup", 0.0) + t.get("db_insert_statements", 0.0)),
         "ingest_profile_ms_dcmread_header": ms(t.get("dcmread_header_parse", 0.0)),
         "ingest_profile_ms_free_space_check": ms(t.get("free_space_check", 0.0)),
         "ingest_profile_ms_ingest_other": ms(handler - accounted),

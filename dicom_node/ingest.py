@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -121,43 +122,69 @@ def _check_complete(ds, path: Path) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-def _insert_ignore(session: Session, model, values: dict, key: str) -> int:  # type: ignore[no-untyped-def]
+def _insert_ignore(conn: Connection | Session, model, values: dict, key: str) -> int:  # type: ignore[no-untyped-def]
     """INSERT ... ON CONFLICT DO NOTHING on either database; returns the rows inserted."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=[key])).rowcount
+    dialect = conn.dialect if isinstance(conn, Connection) else conn.get_bind().dialect
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    return conn.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=[key])).rowcount
 
 
-def record_instance(session: Session, header: Header, path: Path, size: int, calling_ae: str | None) -> bool:
-    """Add the study, series and instance rows if missing; True when the instance is new."""
-    _insert_ignore(session, Study, {"study_instance_uid": header.study_instance_uid}, "study_instance_uid")
-    study_id = session.scalar(select(Study.id).where(Study.study_instance_uid == header.study_instance_uid))
+def series_id_for(conn: Connection | Session, header: Header) -> int:
+    """The series row's id, adding the study and series rows when missing."""
+    series_id = conn.scalar(select(Series.id).where(Series.series_instance_uid == header.series_instance_uid))
+    if series_id is not None:
+        return series_id
+    _insert_ignore(conn, Study, {"study_instance_uid": header.study_instance_uid}, "study_instance_uid")
+    study_id = conn.scalar(select(Study.id).where(Study.study_instance_uid == header.study_instance_uid))
     _insert_ignore(
-        session,
+        conn,
         Series,
         {"series_instance_uid": header.series_instance_uid, "study_id": study_id, "modality": header.modality},
         "series_instance_uid",
     )
-    series_id = session.scalar(select(Series.id).where(Series.series_instance_uid == header.series_instance_uid))
-    inserted = _insert_ignore(
-        session,
-        Instance,
-        {
-            "sop_instance_uid": header.sop_instance_uid,
-            "sop_class_uid": header.sop_class_uid,
-            "series_id": series_id,
-            "transfer_syntax_uid": header.transfer_syntax_uid,
-            "path": str(path),
-            "size_bytes": size,
-            "calling_ae": calling_ae,
-        },
-        "sop_instance_uid",
-    )
-    return bool(inserted)
+    return conn.scalar(select(Series.id).where(Series.series_instance_uid == header.series_instance_uid))
 
 
-def instance_exists(session: Session, sop_instance_uid: str) -> bool:
-    return session.scalar(select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid)) is not None
+def insert_instance(
+    conn: Connection | Session, header: Header, series_id: int, path: Path, size: int, calling_ae: str | None
+) -> bool:
+    """Add the instance row unless its SOP Instance UID is already held; True when added."""
+    values = {
+        "sop_instance_uid": header.sop_instance_uid,
+        "sop_class_uid": header.sop_class_uid,
+        "series_id": series_id,
+        "transfer_syntax_uid": header.transfer_syntax_uid,
+        "path": str(path),
+        "size_bytes": size,
+        "calling_ae": calling_ae,
+    }
+    return bool(_insert_ignore(conn, Instance, values, "sop_instance_uid"))
+
+
+def record_instance(conn: Connection | Session, header: Header, path: Path, size: int, calling_ae: str | None) -> bool:
+    """Add the study, series and instance rows if missing; True when the instance is new."""
+    return insert_instance(conn, header, series_id_for(conn, header), path, size, calling_ae)
+
+
+def instance_exists(conn: Connection | Session, sop_instance_uid: str) -> bool:
+    return conn.scalar(select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid)) is not None
+
+
+# Series ids by Series Instance UID, per database: rows are never deleted, so after the first
+# instance of a series each further one costs a single INSERT (bench/ingest.py's profile).
+_series_ids: weakref.WeakKeyDictionary[Database, dict[str, int]] = weakref.WeakKeyDictionary()
+_SERIES_CACHE_SIZE = 4096
+
+
+def _cached_series_id(db: Database, conn: Connection, header: Header) -> int:
+    cache = _series_ids.setdefault(db, {})
+    series_id = cache.get(header.series_instance_uid)
+    if series_id is None:
+        series_id = series_id_for(conn, header)
+        if len(cache) >= _SERIES_CACHE_SIZE:
+            cache.clear()
+        cache[header.series_instance_uid] = series_id
+    return series_id
 
 
 def ingest_file(
@@ -170,40 +197,43 @@ def ingest_file(
     expected_sop_class: str | None = None,
     min_free_bytes: int = 0,
 ) -> Header:
-    """Keep the Part 10 file ``received``: durable on disk under its UIDs, then its row committed.
+    """Keep the Part 10 file ``received``: durable on disk under its UIDs, and its row committed.
 
-    A SOP Instance UID the node already holds is acknowledged again without rewriting anything.
+    One transaction: the instance row is inserted first (a SOP Instance UID the node already holds
+    is acknowledged again without rewriting anything, even when two associations send it at
+    once), then the file is made durable under its final name, then the row is committed.
     Raises ``IngestError`` (nothing kept) on any failure.
     """
-    if min_free_bytes and free_bytes(incoming_root) < min_free_bytes + os.path.getsize(received):
+    size = os.path.getsize(received)
+    if min_free_bytes and free_bytes(incoming_root) < min_free_bytes + size:
         raise IngestError(STATUS_OUT_OF_RESOURCES, "free disk space is below the configured floor")
     header = read_header(received, expected_sop_instance, expected_sop_class)
-    try:
-        with db.session() as session:
-            if instance_exists(session, header.sop_instance_uid):
-                return header
-    except Exception as exc:
-        raise IngestError(STATUS_OUT_OF_RESOURCES, f"database unavailable: {type(exc).__name__}") from exc
-
     final = instance_path(incoming_root, header.study_instance_uid, header.series_instance_uid, header.sop_instance_uid)
+    file_committed = False
     try:
-        commit_file(received, final, incoming_root)
-    except OSError as exc:
-        raise IngestError(STATUS_OUT_OF_RESOURCES, f"cannot write instance: {exc.strerror}") from exc
-    try:
-        with db.session() as session:
-            created = record_instance(session, header, final, final.stat().st_size, calling_ae)
+        with db.engine.begin() as conn:
+            if not insert_instance(conn, header, _cached_series_id(db, conn, header), final, size, calling_ae):
+                return header
+            commit_file(received, final, incoming_root)
+            file_committed = True
     except Exception as exc:
-        # The row is the acknowledgement's other half: without it the file must go too, unless a
-        # concurrent store of the same instance committed it meanwhile.
-        try:
-            with db.session() as session:
-                keep = instance_exists(session, header.sop_instance_uid)
-        except Exception:
-            keep = False
-        if not keep:
-            final.unlink(missing_ok=True)
+        _series_ids.pop(db, None)  # a rolled-back series row must not stay cached
+        if file_committed:
+            _forget_file(db, header, final)
+        elif isinstance(exc, OSError):
+            raise IngestError(STATUS_OUT_OF_RESOURCES, f"cannot write instance: {exc.strerror}") from exc
         raise IngestError(STATUS_OUT_OF_RESOURCES, f"cannot record instance: {type(exc).__name__}") from exc
-    if created:
-        log.debug("stored instance %s of series %s", short_hash(header.sop_instance_uid), short_hash(header.series_instance_uid))
+    log.debug("stored instance %s of series %s", short_hash(header.sop_instance_uid), short_hash(header.series_instance_uid))
     return header
+
+
+def _forget_file(db: Database, header: Header, final: Path) -> None:
+    """The row is the acknowledgement's other half: without it the file goes too, unless a
+    concurrent store of the same instance committed the row meanwhile."""
+    try:
+        with db.engine.connect() as conn:
+            keep = instance_exists(conn, header.sop_instance_uid)
+    except Exception:
+        keep = False
+    if not keep:
+        final.unlink(missing_ok=True)

@@ -2,14 +2,20 @@
 
 Load once per process with :func:`get_segmenter` (cached by weights file and device), then call
 :meth:`Segmenter.segment` per series. On CUDA the whole series is moved to the GPU once, inference
-runs in fp16 autocast and only the final bool mask comes back; on CPU torch uses every core.
+runs in fp16 autocast and only the final bool mask comes back. On CPU torch uses every core and
+the network runs as a frozen TorchScript graph (batch norm folded into the convolutions, oneDNN
+layouts): on this project's 2-core CPU that is about 1.8x faster than eager mode, same logits to
+1e-5 (``bench/bench_segment.py``). If freezing fails the eager network is used.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +30,25 @@ from dicom_node.imaging.postprocess import MIN_BRAIN_ML, clean_mask
 
 DEFAULT_BATCH_CPU = 8
 DEFAULT_BATCH_CUDA = 64
+
+log = logging.getLogger(__name__)
+
+
+def freeze_for_cpu(network: nn.Module, batch_size: int, input_size: int, in_channels: int = 1) -> nn.Module:
+    """The eval-mode ``network`` traced and frozen for CPU inference, or itself when that fails.
+
+    The input is always ``(n, in_channels, input_size, input_size)`` (letterboxed), so a trace
+    is exact for any batch size ``n``.
+    """
+    example = torch.zeros(batch_size, in_channels, input_size, input_size)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # TorchScript is deprecated in favour of torch.compile, which needs minutes to start
+            traced = torch.jit.trace(copy.deepcopy(network).eval(), example)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+    except Exception as exc:  # an architecture TorchScript cannot trace still runs eagerly
+        log.warning("running the network eagerly: freezing it failed (%s)", type(exc).__name__)
+        return network
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -61,8 +86,10 @@ class Segmenter:
         self.network = network.to(self.device).eval()
         cuda = self.device.type == "cuda"
         self.batch_size = batch_size or (DEFAULT_BATCH_CUDA if cuda else DEFAULT_BATCH_CPU)
+        self.runner = self.network
         if not cuda:
             torch.set_num_threads(os.cpu_count() or 1)
+            self.runner = freeze_for_cpu(self.network, self.batch_size, info.arch.input_size, info.arch.in_channels)
 
     @classmethod
     def from_weights(cls, path: Path | str, device: str | torch.device = "auto", batch_size: int | None = None) -> "Segmenter":
@@ -83,7 +110,7 @@ class Segmenter:
         for start in range(0, pixels.shape[0], self.batch_size):
             batch = box.to_network(volume[start : start + self.batch_size])
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
-                out = self.network(batch)
+                out = self.runner(batch)
             logit = out[:, :1] if out.shape[1] == 1 else out[:, 1:2] - out[:, :1]
             mask[start : start + self.batch_size] = box.from_network(logit.float()) > 0
         return mask.cpu().numpy()

@@ -70,6 +70,18 @@ def test_segmenter_is_cached_per_weights_and_device(trained_weights):
     assert get_segmenter(trained_weights, "cpu") is get_segmenter(trained_weights, "cpu")
 
 
+def test_cpu_segmenter_runs_a_frozen_graph_that_gives_the_networks_logits(trained_weights):
+    segmenter = get_segmenter(trained_weights, "cpu")
+    assert isinstance(segmenter.runner, torch.jit.ScriptModule), "the CPU path should run the frozen graph"
+    size = segmenter.info.arch.input_size
+    for batch in (1, 3, segmenter.batch_size + 5):  # the trace must not be tied to its example's batch size
+        x = torch.rand(batch, 1, size, size, generator=torch.Generator().manual_seed(batch))
+        with torch.inference_mode():
+            frozen, eager = segmenter.runner(x), segmenter.network(x)
+        assert frozen.shape == eager.shape
+        assert torch.allclose(frozen, eager, atol=1e-3), float((frozen - eager).abs().max())
+
+
 def test_brain_found_on_siemens(trained_weights, load_named, siemens_reference_mask):
     segmenter = get_segmenter(trained_weights, "cpu")
     result = segmenter.segment(load_named("sag-t1-siemens-skyra"))
