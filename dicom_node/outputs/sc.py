@@ -9,6 +9,7 @@ Image Plane module, so the images carry Pixel Spacing and Patient Orientation, n
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import highdicom as hd
@@ -16,6 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.valuerep import DS
 
 from dicom_node.imaging.loading import MRSeries, SliceInfo
 from dicom_node.imaging.pseudocolor import PseudocolorSettings
@@ -67,40 +69,58 @@ def build_sc_series(
         f"Brain pseudocolor: {settings.bins} gray-level bins, colormap {settings.colormap.upper()}, "
         f"range {settings.low_percentile:g}-{settings.high_percentile:g} percentile of brain pixels"
     )
+    first = series.slices[0]
+    try:
+        with warnings.catch_warnings():
+            # highdicom's person-name warning quotes the patient's name: keep it out of logs
+            warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
+            template = hd.sc.SCImage.from_ref_dataset(
+                ref_dataset=headers[first.sop_instance_uid],
+                pixel_array=rgb[0],
+                photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+                bits_allocated=8,
+                coordinate_system=hd.CoordinateSystemNames.PATIENT,
+                series_instance_uid=series_uid,
+                series_number=number,
+                sop_instance_uid=_image_uid(uid_seed, first),
+                instance_number=1,
+                manufacturer=equipment.manufacturer,
+                pixel_spacing=first.pixel_spacing,
+                patient_orientation=patient_orientation(first.orientation),
+                transfer_syntax_uid=ExplicitVRLittleEndian,
+            )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise OutputBuildError(f"SC image 1 of {series.log_name} could not be built: {exc}") from exc
+    template.ManufacturerModelName = equipment.model_name
+    template.SoftwareVersions = list(equipment.software_versions)
+    template.DeviceSerialNumber = equipment.device_serial_number
+    template.SeriesDescription = "Brain pseudocolor"
+    template.DerivationDescription = description[:1024]
+    template.BurnedInAnnotation = "NO"
+    template.ImageLaterality = "U"  # the brain is unpaired; dciodvfy requires a laterality on SC
+    del template.PixelData  # each image gets its own below; not worth deep-copying 191 times
+
+    # highdicom builds and checks the first image; the others differ from it only in the
+    # per-slice attributes set here (study, patient and equipment are the series'), which makes
+    # the series about 4x faster to build than one from_ref_dataset call per slice.
     images = []
     for index, info in enumerate(series.slices):
-        reference = headers[info.sop_instance_uid]
-        try:
-            with warnings.catch_warnings():
-                # highdicom's person-name warning quotes the patient's name: keep it out of logs
-                warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
-                image = hd.sc.SCImage.from_ref_dataset(
-                    ref_dataset=reference,
-                    pixel_array=rgb[index],
-                    photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
-                    bits_allocated=8,
-                    coordinate_system=hd.CoordinateSystemNames.PATIENT,
-                    series_instance_uid=series_uid,
-                    series_number=number,
-                    sop_instance_uid=derive_uid(uid_seed, "sc-image", info.sop_instance_uid, str(info.frame_number or 0)),
-                    instance_number=index + 1,
-                    manufacturer=equipment.manufacturer,
-                    pixel_spacing=info.pixel_spacing,
-                    patient_orientation=patient_orientation(info.orientation),
-                    transfer_syntax_uid=ExplicitVRLittleEndian,
-                )
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise OutputBuildError(f"SC image {index + 1} of {series.log_name} could not be built: {exc}") from exc
-        image.ManufacturerModelName = equipment.model_name
-        image.SoftwareVersions = list(equipment.software_versions)
-        image.DeviceSerialNumber = equipment.device_serial_number
-        image.SeriesDescription = "Brain pseudocolor"
-        image.DerivationDescription = description[:1024]
-        image.BurnedInAnnotation = "NO"
-        image.ImageLaterality = "U"  # the brain is unpaired; dciodvfy requires a laterality on SC
-        image.SourceImageSequence = [_source_item(reference, info)]
+        image = copy.deepcopy(template)
+        sop_instance_uid = _image_uid(uid_seed, info)
+        image.SOPInstanceUID = sop_instance_uid
+        image.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+        image.InstanceNumber = index + 1
+        if info.pixel_spacing is not None:
+            image.PixelSpacing = [DS(value, auto_format=True) for value in info.pixel_spacing]  # as highdicom writes it
+        image.PatientOrientation = list(patient_orientation(info.orientation))
+        image.SourceImageSequence = [_source_item(headers[info.sop_instance_uid], info)]
+        image.PixelData = np.ascontiguousarray(rgb[index]).tobytes()
         images.append(image)
     return images
+
+
+def _image_uid(uid_seed: str, info: SliceInfo) -> str:
+    return derive_uid(uid_seed, "sc-image", info.sop_instance_uid, str(info.frame_number or 0))
 
 
 def _source_item(reference: Dataset, info: SliceInfo) -> Dataset:

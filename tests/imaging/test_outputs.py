@@ -111,7 +111,8 @@ def test_sc_series_validates_and_points_at_source_slices(load_named, folder, tmp
     series = load_named(folder)
     mask = box_mask(series)
     settings = PseudocolorSettings()
-    images = build_sc_series(series, pseudocolor(series.pixels, mask, settings), EQUIPMENT, "seed-sc", settings)
+    rgb = pseudocolor(series.pixels, mask, settings)
+    images = build_sc_series(series, rgb, EQUIPMENT, "seed-sc", settings)
     assert len(images) == series.n_slices and len({i.SOPInstanceUID for i in images}) == series.n_slices
     middle = series.n_slices // 2
     for index in (0, middle):
@@ -121,6 +122,8 @@ def test_sc_series_validates_and_points_at_source_slices(load_named, folder, tmp
         assert read.StudyInstanceUID == series.study_instance_uid
         assert read.PhotometricInterpretation == "RGB" and read.SamplesPerPixel == 3
         assert read.pixel_array.shape == (*series.matrix, 3)
+        assert np.array_equal(read.pixel_array, rgb[index]), "each image carries its own slice's pseudocolor"
+        assert read.file_meta.MediaStorageSOPInstanceUID == read.SOPInstanceUID == images[index].SOPInstanceUID
         source = read.SourceImageSequence[0]
         assert source.ReferencedSOPInstanceUID == series.slices[index].sop_instance_uid
         if series.is_multiframe:
