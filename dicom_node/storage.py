@@ -36,6 +36,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def make_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, fsyncing the folder that holds each new one, so
+    a power cut cannot drop the new entry (and every file later committed below it)."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:  # another association made it meanwhile
+            pass
+        _fsync_dir(new.parent)
+
+
 def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -50,7 +65,7 @@ def commit_file(src: Path, dst: Path, scratch: Path) -> None:
     ``src`` is renamed when it is on the same filesystem; otherwise it is copied to a temporary
     name beside ``dst`` first. Either way ``dst`` appears whole or not at all.
     """
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(dst.parent)
     staged = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.part"
     try:
         try:
@@ -66,7 +81,7 @@ def commit_file(src: Path, dst: Path, scratch: Path) -> None:
 
 def write_bytes_atomic(dst: Path, data: bytes) -> None:
     """Write ``data`` to ``dst`` whole or not at all (used for outputs the node makes)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(dst.parent)
     staged = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.part"
     try:
         with open(staged, "wb") as fh:
