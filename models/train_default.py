@@ -35,7 +35,7 @@ from dicom_node.training.train import TrainConfig, train  # noqa: E402
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "models" / "training-results"
 WEIGHTS = REPO / "models" / "brain-deeplabv3plus.pt"
-NAME, VERSION = "dicom-node-brain", "1.0.0"
+NAME, VERSION = "dicom-node-brain", "1.1.0"
 HEADS = {
     "siemens": [DATA / "dicom" / "sag-t1-siemens-skyra", DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"],
     "philips": [DATA / "dicom" / "sag-t1-philips-ingenia", DATA / "reference" / "sag-t1-philips-ingenia.brain-deepbet.seg.dcm"],
@@ -43,7 +43,7 @@ HEADS = {
     "robex": [DATA / "volumes" / "robex-atlas"],
 }
 NEGATIVES = [DATA / "dicom" / "t1-phantom-ge-signa"]
-FINAL = TrainConfig(epochs=12, samples_per_epoch=1280)
+FINAL = TrainConfig(epochs=36, samples_per_epoch=1280)
 LOO = replace(FINAL, epochs=6)
 CARD = {
     "architecture": "DeepLabV3Plus (segmentation-models-pytorch), tu-mobilenetv3_large_100 encoder from random init, 160x160, 1 channel in, brain logit out",
