@@ -4,7 +4,7 @@ Load once per process with :func:`get_segmenter` (cached by weights file and dev
 :meth:`Segmenter.segment` per series. On CUDA the whole series is moved to the GPU once, inference
 runs in fp16 autocast and only the final bool mask comes back. On CPU torch uses every core and
 the network runs as a frozen TorchScript graph (batch norm folded into the convolutions, oneDNN
-layouts): on this project's 2-core CPU that is about 1.8x faster than eager mode, same logits to
+layouts): on this project's 2-core CPU that about halves the network time, same logits to
 1e-5 (``bench/bench_segment.py``). If freezing fails the eager network is used.
 """
 

@@ -102,7 +102,7 @@ def build_sc_series(
 
     # highdicom builds and checks the first image; the others differ from it only in the
     # per-slice attributes set here (study, patient and equipment are the series'), which makes
-    # the series about 4x faster to build than one from_ref_dataset call per slice.
+    # the series about 2.5x faster to build than one from_ref_dataset call per slice (0.5 -> 0.2 s for 192).
     images = []
     for index, info in enumerate(series.slices):
         image = copy.deepcopy(template)
