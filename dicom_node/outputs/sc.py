@@ -112,6 +112,8 @@ def build_sc_series(
         image.InstanceNumber = index + 1
         if info.pixel_spacing is not None:
             image.PixelSpacing = [DS(value, auto_format=True) for value in info.pixel_spacing]  # as highdicom writes it
+        elif "PixelSpacing" in image:  # never carry the first slice's spacing onto one that has none
+            del image.PixelSpacing
         image.PatientOrientation = list(patient_orientation(info.orientation))
         image.SourceImageSequence = [_source_item(headers[info.sop_instance_uid], info)]
         image.PixelData = np.ascontiguousarray(rgb[index]).tobytes()
