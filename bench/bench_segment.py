@@ -4,8 +4,9 @@
 
 Rows: dicom-node segmentation alone (network + post-processing), dicom-node whole series (load,
 segment, pseudocolor, SEG, SC, write), deepbet on a NIfTI of the same series, and deepbet plus
-the DICOM load it needs. Random-init weights with the default architecture: speed does not depend
-on training. deepbet (``pip install deepbet``) is optional; without it its rows say so. Prints a
+the DICOM load it needs. The shipped model (``DICOM_NODE_MODEL_WEIGHTS`` if set): the network's
+speed does not depend on its weights, but post-processing, pseudocolor and SEG time depend on the
+mask, and a random network's mask is noise of any size. deepbet (``pip install deepbet``) is optional; without it its rows say so. Prints a
 table and writes bench/out/segment.json. Best of ``--repeats`` after one warm-up.
 """
 
@@ -27,9 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dicom_node.imaging.loading import MRSeries, load_series, scan_folder  # noqa: E402
-from dicom_node.imaging.network import ArchSpec, build_network, save_weights  # noqa: E402
 from dicom_node.imaging.segmenter import get_segmenter  # noqa: E402
 from dicom_node.pipeline import process_series  # noqa: E402
+from models import resolve_weights_path  # noqa: E402
 
 DEFAULT_SERIES = REPO.parent / "shared" / "data" / "dicom" / "sag-t1-siemens-skyra"
 
@@ -72,9 +73,8 @@ def main() -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     (paths,) = scan_folder(args.series).series.values()
     work = Path(tempfile.mkdtemp(prefix="bench-segment-"))
-    arch = ArchSpec()
-    weights = save_weights(work / "random.pt", build_network(arch), arch, name="random-init", version="bench")
-    segmenter = get_segmenter(weights, args.device)
+    segmenter = get_segmenter(resolve_weights_path(), args.device)
+    arch = segmenter.info.arch
     series = load_series(paths)
     n = series.n_slices
     rows: list[dict] = []
@@ -84,9 +84,12 @@ def main() -> int:
 
     add("dicom-node load (DICOM -> sorted stack)", best_of(args.repeats, lambda: load_series(paths)))
     add(f"dicom-node segment ({arch.encoder_name} {arch.input_size}px, {args.device})", best_of(args.repeats, lambda: segmenter.segment(series)))
+    runs = iter(range(args.repeats + 1))
+    # Each run writes to a new folder, as each job does: renaming over the files of an earlier
+    # run makes ext4 flush them (auto_da_alloc), which no job pays.
     add(
         "dicom-node whole series (load+segment+pseudocolor+SEG+SC+write)",
-        best_of(args.repeats, lambda: process_series(paths, work / "out", segmenter, "bench-seed")),
+        best_of(args.repeats, lambda: process_series(paths, work / f"out-{next(runs)}", segmenter, "bench-seed")),
     )
     load_seconds = rows[0]["seconds"]
     try:

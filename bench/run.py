@@ -130,6 +130,18 @@ def print_table(rows: list[dict[str, str]]) -> None:
         print(note)
 
 
+def cpu_description() -> str:
+    """The CPU model and the vector extensions the network's speed depends on (shared machines differ)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return f"{model} ({', '.join(f for f in wanted if f in flags) or 'no avx2'})"
+
+
 def git_commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
@@ -180,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "nproc": os.cpu_count(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu": cpu_description(),
         "python": platform.python_version(),
         "elapsed_s": elapsed,
         "modules": modules_run,

@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydicom.dataset import Dataset
-
 from dicom_node.imaging.loading import MRSeries, load_series
 from dicom_node.imaging.postprocess import MIN_BRAIN_ML
 from dicom_node.imaging.preview import write_preview
 from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
 from dicom_node.imaging.segmenter import Segmenter
 from dicom_node.outputs.common import Equipment
+from dicom_node.outputs.part10 import write_datasets
 from dicom_node.outputs.sc import build_sc_series
 from dicom_node.outputs.seg import build_segs
 
@@ -99,8 +98,8 @@ def process_series(
 
     clock = time.perf_counter()
     root = Path(out_dir)
-    seg_paths = [write_dataset(ds, root / "seg") for ds in segs]
-    sc_paths = [write_dataset(ds, root / "sc") for ds in scs]
+    seg_paths = write_datasets(segs, root / "seg")
+    sc_paths = write_datasets(scs, root / "sc")
     preview = write_preview(preview_path, series.pixels, brain.mask, rgb) if preview_path else None
     seconds["write"] = time.perf_counter() - clock
 
@@ -117,13 +116,3 @@ def process_series(
         notes=[*series.notes, *brain.notes],
         preview_path=preview,
     )
-
-
-def write_dataset(ds: Dataset, folder: Path) -> Path:
-    """Write ``ds`` as ``folder/<SOP Instance UID>.dcm`` via a temporary name and a rename."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{ds.SOPInstanceUID}.dcm"
-    partial = folder / f".{ds.SOPInstanceUID}.dcm.partial"
-    ds.save_as(partial, enforce_file_format=True)
-    partial.replace(target)
-    return target

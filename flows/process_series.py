@@ -31,7 +31,8 @@ from dicom_node.jobs import KIND_PROCESS, KIND_RETRAIN, fail_or_retry, finish_jo
 from dicom_node.outputs.common import Equipment
 from dicom_node.outputs.sc import build_sc_series
 from dicom_node.outputs.seg import build_segs
-from dicom_node.pipeline import uid_seed_for, write_dataset
+from dicom_node.outputs.part10 import write_datasets
+from dicom_node.pipeline import uid_seed_for
 from dicom_node.processing import JobInput, load_job_input, output_dir, process_job, production_weights, record_outputs
 from dicom_node.uids import short_hash
 
@@ -59,13 +60,13 @@ def colorize(series: MRSeries, brain: BrainMask) -> np.ndarray:
 @task(name="build-seg", cache_policy=NO_CACHE)
 def build_seg(series: MRSeries, brain: BrainMask, segmenter: Segmenter, seed: str, out: Path) -> list[Path]:
     made_by = Equipment.for_model(segmenter.info, device_serial_number=platform.node()[:64] or "unknown")
-    return [write_dataset(ds, out / "seg") for ds in build_segs(series, brain.mask, segmenter.info, made_by, seed)]
+    return write_datasets(build_segs(series, brain.mask, segmenter.info, made_by, seed), out / "seg")
 
 
 @task(name="build-sc", cache_policy=NO_CACHE)
 def build_sc(series: MRSeries, rgb: np.ndarray, segmenter: Segmenter, seed: str, out: Path) -> list[Path]:
     made_by = Equipment.for_model(segmenter.info, device_serial_number=platform.node()[:64] or "unknown")
-    return [write_dataset(ds, out / "sc") for ds in build_sc_series(series, rgb, made_by, seed, PseudocolorSettings())]
+    return write_datasets(build_sc_series(series, rgb, made_by, seed, PseudocolorSettings()), out / "sc")
 
 
 @task(name="record", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 5, 15])

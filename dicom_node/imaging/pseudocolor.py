@@ -2,7 +2,8 @@
 
 The brain is cut out with the mask onto a black background; the brain's gray range is split into
 ``bins`` equal intervals (49 in the paper) and each interval gets its own colour, sampled evenly
-from an OpenCV colormap. One lookup table, one ``take``: no per-pixel Python.
+from an OpenCV colormap. One 256-entry lookup table (entry 0 black for the background, entry
+``i + 1`` bin ``i``) applied by OpenCV: no per-pixel Python, and half the time of numpy indexing.
 
 The gray range is taken per series over brain pixels only, between robust percentiles (0.5 and
 99.5 by default) rather than the literal min and max, so that a handful of very bright vessel
@@ -28,8 +29,8 @@ class PseudocolorSettings:
     high_percentile: float = 99.5
 
     def __post_init__(self) -> None:
-        if not 2 <= self.bins <= 256:
-            raise ValueError(f"pseudocolor bins must be between 2 and 256, not {self.bins}.")
+        if not 2 <= self.bins <= 255:  # one of the 256 table entries is the black background
+            raise ValueError(f"pseudocolor bins must be between 2 and 255, not {self.bins}.")
         if not 0 <= self.low_percentile < self.high_percentile <= 100:
             raise ValueError(
                 f"pseudocolor percentiles must satisfy 0 <= low < high <= 100, not "
@@ -78,10 +79,14 @@ def pseudocolor(pixels: np.ndarray, mask: np.ndarray, settings: PseudocolorSetti
     config = settings or PseudocolorSettings()
     if pixels.shape != mask.shape:
         raise ValueError(f"pixels {pixels.shape} and mask {mask.shape} must have the same shape.")
-    rgb = np.zeros((*pixels.shape, 3), dtype=np.uint8)
     window = gray_range(pixels, mask, config)
     if window is None:
-        return rgb
-    indices = bin_indices(pixels, window[0], window[1], config.bins)
-    rgb[mask] = bin_colors(config.bins, config.colormap)[indices[mask]]
-    return rgb
+        return np.zeros((*pixels.shape, 3), dtype=np.uint8)
+    table = np.zeros((256, 1, 3), dtype=np.uint8)
+    table[1 : config.bins + 1, 0] = bin_colors(config.bins, config.colormap)
+    entries = bin_indices(pixels, window[0], window[1], config.bins)
+    entries += 1
+    entries *= mask  # background -> entry 0
+    rows = entries.reshape(-1, pixels.shape[-1])  # OpenCV takes 2D images; the stack is one tall image
+    rgb = cv2.LUT(cv2.merge([rows, rows, rows]), table)
+    return rgb.reshape(*pixels.shape, 3)

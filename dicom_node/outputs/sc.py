@@ -9,12 +9,11 @@ Image Plane module, so the images carry Pixel Spacing and Patient Orientation, n
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import highdicom as hd
 import numpy as np
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DS
@@ -51,8 +50,11 @@ def build_sc_series(
     uid_seed: str,
     settings: PseudocolorSettings,
     series_number: int | None = None,
-) -> list[hd.sc.SCImage]:
+) -> list[Dataset]:
     """One RGB SC image per slice of ``series`` (same order); UIDs derive from ``uid_seed``.
+
+    The images are datasets that share the unchanged elements of one highdicom ``SCImage`` (see
+    below): treat them as read-only.
 
     Raises:
         OutputBuildError: ``rgb`` is not uint8 ``(n, rows, cols, 3)`` matching the series.
@@ -98,27 +100,41 @@ def build_sc_series(
     template.DerivationDescription = description[:1024]
     template.BurnedInAnnotation = "NO"
     template.ImageLaterality = "U"  # the brain is unpaired; dciodvfy requires a laterality on SC
-    del template.PixelData  # each image gets its own below; not worth deep-copying 191 times
+    del template.PixelData  # each image gets its own below (VR OB: 8 bits allocated, PS3.5 8.2)
 
     # highdicom builds and checks the first image; the others differ from it only in the
-    # per-slice attributes set here (study, patient and equipment are the series'), which makes
-    # the series about 2.5x faster to build than one from_ref_dataset call per slice (0.5 -> 0.2 s for 192).
+    # per-slice attributes set here (study, patient and equipment are the series'). They share
+    # the first image's element objects rather than copies of them: building the 192 images of
+    # the Siemens series takes 0.07 s instead of 0.3 s (deep copies) or 0.5 s (highdicom per
+    # slice), and write_datasets encodes each shared element once.
     images = []
     for index, info in enumerate(series.slices):
-        image = copy.deepcopy(template)
+        image = _sharing_elements(template)
         sop_instance_uid = _image_uid(uid_seed, info)
-        image.SOPInstanceUID = sop_instance_uid
-        image.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
-        image.InstanceNumber = index + 1
-        if info.pixel_spacing is not None:
-            image.PixelSpacing = [DS(value, auto_format=True) for value in info.pixel_spacing]  # as highdicom writes it
+        image.add_new(0x00080018, "UI", sop_instance_uid)  # SOP Instance UID
+        image.file_meta.add_new(0x00020003, "UI", sop_instance_uid)  # Media Storage SOP Instance UID
+        image.add_new(0x00200013, "IS", index + 1)  # Instance Number
+        if info.pixel_spacing is not None:  # as highdicom writes it
+            image.add_new(0x00280030, "DS", [DS(value, auto_format=True) for value in info.pixel_spacing])
         elif "PixelSpacing" in image:  # never carry the first slice's spacing onto one that has none
             del image.PixelSpacing
-        image.PatientOrientation = list(patient_orientation(info.orientation))
-        image.SourceImageSequence = [_source_item(headers[info.sop_instance_uid], info)]
-        image.PixelData = np.ascontiguousarray(rgb[index]).tobytes()
+        image.add_new(0x00200020, "CS", list(patient_orientation(info.orientation)))  # Patient Orientation
+        image.add_new(0x00082112, "SQ", [_source_item(headers[info.sop_instance_uid], info)])  # Source Image Sequence
+        image.add_new(0x7FE00010, "OB", np.ascontiguousarray(rgb[index]).tobytes())
         images.append(image)
     return images
+
+
+def _sharing_elements(template: Dataset) -> Dataset:
+    """A dataset holding ``template``'s element objects (file meta too), not copies of them.
+
+    Safe only because the caller replaces per-slice elements (``add_new``) and never assigns
+    to one (``ds.X = v`` would change the shared element, in every image).
+    """
+    image = Dataset(dict(template.items()))
+    image.file_meta = FileMetaDataset(dict(template.file_meta.items()))
+    image.preamble = template.preamble
+    return image
 
 
 def _image_uid(uid_seed: str, info: SliceInfo) -> str:

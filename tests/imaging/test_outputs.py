@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 
 import highdicom as hd
 import nibabel as nib
@@ -12,9 +13,9 @@ import pytest
 from dicom_node.imaging.network import ArchSpec, ModelInfo
 from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
 from dicom_node.outputs.common import Equipment, derived_series_number
+from dicom_node.outputs.part10 import write_dataset, write_datasets
 from dicom_node.outputs.sc import build_sc_series
 from dicom_node.outputs.seg import build_segs, frame_source_uids, read_seg_mask
-from dicom_node.pipeline import write_dataset
 
 from .conftest import dciodvfy_errors, segimage2itkimage
 
@@ -34,6 +35,9 @@ def test_siemens_seg_validates_converts_and_references_sources(load_named, sieme
     (seg,) = build_segs(series, siemens_reference_mask, MODEL, EQUIPMENT, "seed-a")
     path = write_dataset(seg, tmp_path)
     assert dciodvfy_errors(path) == []
+    expected = io.BytesIO()
+    pydicom.dcmwrite(expected, seg, enforce_file_format=True)
+    assert path.read_bytes() == expected.getvalue()
 
     read = hd.seg.segread(path)
     assert read.StudyInstanceUID == series.study_instance_uid
@@ -114,9 +118,14 @@ def test_sc_series_validates_and_points_at_source_slices(load_named, folder, tmp
     rgb = pseudocolor(series.pixels, mask, settings)
     images = build_sc_series(series, rgb, EQUIPMENT, "seed-sc", settings)
     assert len(images) == series.n_slices and len({i.SOPInstanceUID for i in images}) == series.n_slices
+    paths = write_datasets(images, tmp_path)
+    for image, path in zip(images, paths):  # shared elements encoded once, yet the files are dcmwrite's
+        expected = io.BytesIO()
+        pydicom.dcmwrite(expected, image, enforce_file_format=True)
+        assert path.read_bytes() == expected.getvalue(), path.name
     middle = series.n_slices // 2
-    for index in (0, middle):
-        path = write_dataset(images[index], tmp_path)
+    for index in (0, middle, series.n_slices - 1):
+        path = paths[index]
         assert dciodvfy_errors(path) == []
         read = pydicom.dcmread(path)
         assert read.StudyInstanceUID == series.study_instance_uid

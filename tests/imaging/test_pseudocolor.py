@@ -15,7 +15,7 @@ def ramp(bins: int) -> tuple[np.ndarray, np.ndarray]:
     return pixels, mask
 
 
-@pytest.mark.parametrize("bins", [49, 7, 56])
+@pytest.mark.parametrize("bins", [49, 7, 56, 255])
 def test_ramp_uses_exactly_n_colours_and_black_background(bins):
     pixels, mask = ramp(bins)
     settings = PseudocolorSettings(bins=bins, low_percentile=0, high_percentile=100)
@@ -41,8 +41,10 @@ def test_colormap_is_configurable_and_checked():
     assert not np.array_equal(bin_colors(49, "JET"), bin_colors(49, "VIRIDIS"))
     with pytest.raises(ValueError, match="Unknown OpenCV colormap 'NOPE'"):
         PseudocolorSettings(colormap="NOPE")
-    with pytest.raises(ValueError, match="bins must be between 2 and 256"):
-        PseudocolorSettings(bins=1)
+    for bins in (1, 256):
+        with pytest.raises(ValueError, match="bins must be between 2 and 255"):
+            PseudocolorSettings(bins=bins)
+    PseudocolorSettings(bins=255)
 
 
 def test_empty_mask_is_all_black():

@@ -1,0 +1,89 @@
+"""Output objects as DICOM Part 10 files: written under a temporary name, then renamed.
+
+The SC images of a series share most of their element objects (``sc.py``), and pydicom encodes
+every element of every file anew: for the 192 images of the Siemens series that took longer
+than building them. :func:`write_datasets` encodes each shared element once and joins the
+bytes. Its files are byte-identical to ``dcmwrite(..., enforce_file_format=True)`` (a test
+checks it); datasets it cannot speed up safely go through ``dcmwrite`` itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian
+
+# id(element) -> (element, its encoding). The element is kept so that its id stays its own.
+ElementCache = dict[int, tuple[DataElement, bytes]]
+
+
+def write_dataset(ds: Dataset, folder: Path) -> Path:
+    """Write ``ds`` as ``folder/<SOP Instance UID>.dcm`` via a temporary name and a rename."""
+    return write_datasets([ds], folder)[0]
+
+
+def write_datasets(datasets: Iterable[Dataset], folder: Path) -> list[Path]:
+    """Write each dataset as ``folder/<SOP Instance UID>.dcm``; shared elements are encoded once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cache: ElementCache = {}
+    paths = []
+    for ds in datasets:
+        target = folder / f"{ds.SOPInstanceUID}.dcm"
+        partial = folder / f".{ds.SOPInstanceUID}.dcm.partial"
+        partial.write_bytes(encode_part10(ds, cache))
+        partial.replace(target)
+        paths.append(target)
+    return paths
+
+
+def encode_part10(ds: Dataset, cache: ElementCache | None = None) -> bytes:
+    """``ds`` as the bytes of a Part 10 file, as ``dcmwrite(enforce_file_format=True)`` writes it.
+
+    Elements found in ``cache`` (by identity) are not encoded again. Only explicit VR little
+    endian datasets built in memory take this path; anything else (a dataset read from a file,
+    another transfer syntax, an ambiguous VR at the top level) is left to ``dcmwrite``.
+    """
+    if ds.file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian or None not in ds.original_encoding:
+        return _dcmwrite_bytes(ds)
+    # Writing fills in the file meta (group length, missing version): do it on copies of its few
+    # elements, as dcmwrite does on a deep copy, which costs more than the rest of a file here.
+    meta = FileMetaDataset({tag: copy.copy(element) for tag, element in ds.file_meta.items()})
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID  # as dcmwrite does: the meta names the dataset
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    charset = ds.get("SpecificCharacterSet", "iso8859")
+    cache = {} if cache is None else cache
+    out = _explicit_little_buffer()
+    out.write(ds.preamble or b"\x00" * 128)
+    out.write(b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=True)
+    for tag in sorted(ds.keys()):
+        if tag.element == 0 and tag.group > 6:  # retired group lengths are not written (PS3.5 7.2)
+            continue
+        element = ds[tag]
+        hit = cache.get(id(element))
+        if hit is None:
+            if " or " in element.VR:  # dcmwrite resolves ambiguous VRs from the dataset first
+                return _dcmwrite_bytes(ds)
+            one = _explicit_little_buffer()
+            write_data_element(one, element, charset)
+            hit = cache[id(element)] = (element, one.getvalue())
+        out.write(hit[1])
+    return out.getvalue()
+
+
+def _explicit_little_buffer() -> DicomBytesIO:
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    return buffer
+
+
+def _dcmwrite_bytes(ds: Dataset) -> bytes:
+    buffer = DicomBytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
