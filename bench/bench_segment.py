@@ -83,7 +83,7 @@ def main() -> int:
         rows.append({"name": name, "seconds": seconds, "slices_per_s": n / seconds if seconds else None, "note": note})
 
     add("dicom-node load (DICOM -> sorted stack)", best_of(args.repeats, lambda: load_series(paths)))
-    add(f"dicom-node segment ({arch.encoder_name} {arch.input_size}px, {args.device})", best_of(args.repeats, lambda: segmenter.segment(series)))
+    add(f"dicom-node segment ({arch.encoder_name} {arch.input_size}px, {segmenter.runtime})", best_of(args.repeats, lambda: segmenter.segment(series)))
     runs = iter(range(args.repeats + 1))
     # Each run writes to a new folder, as each job does: renaming over the files of an earlier
     # run makes ext4 flush them (auto_da_alloc), which no job pays.
@@ -124,6 +124,7 @@ def main() -> int:
                 "threads": os.cpu_count(),
                 "machine": platform.machine(),
                 "torch": torch.__version__,
+                "runtime": segmenter.runtime,
                 "arch": arch.__dict__,
                 "rows": rows,
                 "whole_over_deepbet": ratio,
@@ -138,6 +139,7 @@ def main() -> int:
         "segment_ratio_vs_deepbet": round(ratio, 3) if ratio else "deepbet not installed",
         "segment_whole_series_s": round(whole, 3),
         "segment_network_slices_per_s": round(n / segment_seconds, 1),
+        "segment_runtime": segmenter.runtime,
         "deepbet_s": round(peer, 3) if peer else "deepbet not installed",
     }))
     return 0

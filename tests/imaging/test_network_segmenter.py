@@ -14,7 +14,7 @@ from dicom_node.imaging.network import (
     load_weights,
     save_weights,
 )
-from dicom_node.imaging.segmenter import get_segmenter, resolve_device
+from dicom_node.imaging.segmenter import freeze_for_cpu, get_segmenter, resolve_device
 from models import default_weights_path, resolve_weights_path
 
 
@@ -70,16 +70,20 @@ def test_segmenter_is_cached_per_weights_and_device(trained_weights):
     assert get_segmenter(trained_weights, "cpu") is get_segmenter(trained_weights, "cpu")
 
 
-def test_cpu_segmenter_runs_a_frozen_graph_that_gives_the_networks_logits(trained_weights):
+def test_cpu_segmenter_runs_onnx_runtime_and_its_fallback_gives_the_same_logits(trained_weights):
     segmenter = get_segmenter(trained_weights, "cpu")
-    assert isinstance(segmenter.runner, torch.jit.ScriptModule), "the CPU path should run the frozen graph"
+    assert segmenter.runtime == "onnxruntime", "the CPU path should run the network in ONNX Runtime"
     size = segmenter.info.arch.input_size
-    for batch in (1, 3, segmenter.batch_size + 5):  # the trace must not be tied to its example's batch size
+    frozen = freeze_for_cpu(segmenter.network, segmenter.batch_size, size)  # used when the export fails
+    assert isinstance(frozen, torch.jit.ScriptModule)
+    for batch in (1, 3, segmenter.batch_size + 5):  # neither graph may be tied to its example's batch size
         x = torch.rand(batch, 1, size, size, generator=torch.Generator().manual_seed(batch))
         with torch.inference_mode():
-            frozen, eager = segmenter.runner(x), segmenter.network(x)
-        assert frozen.shape == eager.shape
-        assert torch.allclose(frozen, eager, atol=1e-3), float((frozen - eager).abs().max())
+            eager = segmenter.network(x)
+            for name, runner in (("onnxruntime", segmenter.runner), ("torchscript", frozen)):
+                out = runner(x)
+                assert out.shape == eager.shape, name
+                assert torch.allclose(out, eager, atol=1e-3), (name, float((out - eager).abs().max()))
 
 
 def test_brain_found_on_siemens(trained_weights, load_named, siemens_reference_mask):
