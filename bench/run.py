@@ -40,6 +40,8 @@ _STARTED = time.monotonic()
 DEFAULT_METRICS: dict[str, tuple[str, str]] = {
     "segment_ratio_vs_deepbet": ("<= 1.0", "deepbet brain extraction, CPU"),
     "e2e_latency_s": ("", "Orthanc holds SEG + SC, minus quiet period"),
+    "retrain_round_cpu_s": ("minutes", "fine-tune + scoring, one 192-slice series, default settings"),
+    "retrain_speedup_cuda_vs_cpu": ("> 1", "the same round on this machine's CPU"),
 }
 
 

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         return self.data_dir / "incoming"
 
     @property
+    def models_dir(self) -> Path:
+        """The registry's weights files: retrained versions and copies of shipped ones."""
+        return self.data_dir / "models"
+
+    @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"
 

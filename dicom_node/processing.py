@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dicom_node.config import Settings
-from dicom_node.db.models import Job, JobState, Output, Series
+from dicom_node.db.models import Job, JobState, ModelVersion, Output, Series
 from dicom_node.db.session import Database
 from dicom_node.export import queue_exports
 from dicom_node.expert_masks import register_expert_masks
@@ -77,24 +77,37 @@ def production_weights(db: Database, settings: Settings) -> Path:
     An empty registry is bootstrapped with the configured weights (``DICOM_NODE_MODEL_WEIGHTS`` or
     the shipped model), which are loaded first so a missing or corrupt file fails here, clearly.
     """
-    from dicom_node.imaging.segmenter import get_segmenter
-    from dicom_node.registry import ensure_bootstrapped, production
-    from models import resolve_weights_path
+    from dicom_node.registry import production
 
     with db.session() as session:
         row = production(session)
         if row is None:
-            path = resolve_weights_path()
-            row = ensure_bootstrapped(session, path, get_segmenter(path, settings.device).info.version)
+            row = _adopt_configured(session, settings)
         return Path(row.weights_path)
 
 
 def check_model(db: Database, settings: Settings) -> str:
-    """Load the production model now, so a missing or corrupt weights file stops start-up clearly."""
+    """At start-up: register a new shipped model version (an upgrade may bring one), then load the
+    production model, so a missing or corrupt weights file stops start-up clearly."""
     from dicom_node.imaging.segmenter import get_segmenter
+    from dicom_node.registry import production
+    from models import resolve_weights_path
 
+    with db.session() as session:
+        if production(session) is None or resolve_weights_path().is_file():
+            _adopt_configured(session, settings)
     info = get_segmenter(production_weights(db, settings), settings.device).info
     return f"{info.name} {info.version}"
+
+
+def _adopt_configured(session: Session, settings: Settings) -> ModelVersion:
+    from dicom_node.imaging.network import load_weights
+    from dicom_node.registry import adopt_shipped
+    from models import resolve_weights_path
+
+    path = resolve_weights_path()
+    _, info = load_weights(path, "cpu")
+    return adopt_shipped(session, path, info.version, settings.models_dir)
 
 
 def process_job(db: Database, settings: Settings, job_id: int) -> None:

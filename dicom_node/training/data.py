@@ -18,6 +18,7 @@ Inputs (:func:`discover_cases`):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,44 @@ def case_slices(case: Case, size: int, axes: Iterable[int] = ORIENTATIONS) -> li
         has_head = (images_np > 0.05).mean(axis=(1, 2)) > 0.01
         sets.append(SliceSet(case.name, axis, images_np, masks_np, valid, masks_np.any(axis=(1, 2)), has_head))
     return sets
+
+
+def save_cases(path: Path | str, cases: Sequence[Case]) -> Path:
+    """Write ``cases`` to one compressed ``.npz``: volumes, masks and geometry, not the DICOM series.
+
+    Training can then run where neither the data folders nor the DICOM stack are (a GPU machine).
+    Integer-valued volumes are stored as 16-bit integers, exactly; others as float32.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    meta = []
+    for i, case in enumerate(cases):
+        volume = case.volume
+        for dtype in (np.uint16, np.int16):
+            info = np.iinfo(dtype)
+            if volume.min() >= info.min and volume.max() <= info.max and np.array_equal(volume, np.round(volume)):
+                volume = volume.astype(dtype)
+                break
+        else:
+            volume = volume.astype(np.float32)
+        arrays[f"volume{i}"], arrays[f"mask{i}"] = volume, np.packbits(case.mask)
+        meta.append({"name": case.name, "spacing": list(case.spacing), "native_axis": case.native_axis,
+                     "kind": case.kind, "negative": case.negative, "shape": list(case.mask.shape)})
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    target = Path(path)
+    np.savez_compressed(target, **arrays)
+    return target
+
+
+def load_cases(path: Path | str) -> list[Case]:
+    """The cases :func:`save_cases` wrote, with float32 volumes as the readers give them."""
+    with np.load(Path(path)) as pack:
+        meta = json.loads(pack["meta"].tobytes())
+        cases = []
+        for i, m in enumerate(meta):
+            mask = np.unpackbits(pack[f"mask{i}"], count=int(np.prod(m["shape"]))).reshape(m["shape"]).astype(bool)
+            cases.append(Case(name=m["name"], volume=pack[f"volume{i}"].astype(np.float32), mask=mask,
+                              spacing=tuple(m["spacing"]), native_axis=m["native_axis"], kind=m["kind"], negative=m["negative"]))
+    return cases
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,15 +20,17 @@ NIFTI_AXIS_NAMES = {0: "sagittal", 1: "axial", 2: "coronal"}
 
 @torch.no_grad()
 def predict_probabilities(network: nn.Module, arch: ArchSpec, pixels: np.ndarray, pixel_spacing: tuple[float, float] | None, batch_size: int = 16) -> np.ndarray:
-    """Brain probability per pixel, ``(n, rows, cols)`` float32: the segmenter's path, with sigmoid."""
+    """Brain probability per pixel, ``(n, rows, cols)`` float32: the segmenter's path, with sigmoid,
+    in fp32 on the network's device."""
     network.eval()
-    volume = normalize(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)), intensity_window(pixels))
+    device = next(network.parameters()).device
+    volume = normalize(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device), intensity_window(pixels))
     box = Letterbox.fit(pixels.shape[1], pixels.shape[2], arch.input_size, pixel_spacing)
     out = np.empty(pixels.shape, dtype=np.float32)
     for start in range(0, pixels.shape[0], batch_size):
         logits = network(box.to_network(volume[start : start + batch_size]))
         logit = logits[:, :1] if logits.shape[1] == 1 else logits[:, 1:2] - logits[:, :1]
-        out[start : start + batch_size] = torch.sigmoid(box.from_network(logit.float())).numpy()
+        out[start : start + batch_size] = torch.sigmoid(box.from_network(logit.float())).cpu().numpy()
     return out
 
 

@@ -5,6 +5,9 @@
 slice). After each epoch the fixed validation slices (unaugmented, preprocessed as at inference)
 are scored, and a resumable checkpoint (network, optimiser, step, history) is written beside the
 output when one is given. ``init`` fine-tunes from a parent weights file (its architecture is kept).
+
+On a GPU (``device``: ``auto`` picks CUDA when torch sees one) the network, the batches and the
+validation run there; the augmentation stays on the CPU, where it costs about 25 ms per batch of 16.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dicom_node.imaging.network import ArchSpec, build_network, load_weights, save_weights
+from dicom_node.imaging.network import ArchSpec, build_network, load_weights, resolve_device, save_weights
 from dicom_node.training.augment import AugmentConfig, augment
 from dicom_node.training.data import ORIENTATIONS, Case, SliceSet, case_slices
 from dicom_node.training.metrics import batch_dice
@@ -42,6 +45,7 @@ class TrainConfig:
     val_slices_per_case: int = 36
     seed: int = 0
     threads: int = 2
+    device: str = "auto"  # cpu, cuda or auto (CUDA when present)
     max_seconds: float | None = None  # wall-clock budget: the LR schedule follows it, training stops at it
     arch: ArchSpec = field(default_factory=ArchSpec)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -123,13 +127,14 @@ def loss_fn(logit: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0)
 
 @torch.no_grad()
 def evaluate_slices(network: nn.Module, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 32) -> tuple[float, float]:
-    """(loss, Dice) of ``network`` on prepared slices."""
+    """(loss, Dice) of ``network`` on prepared slices (on the network's device)."""
     network.eval()
+    device = next(network.parameters()).device
     losses, preds = [], []
     for start in range(0, images.shape[0], batch_size):
-        logit = brain_logit(network(images[start : start + batch_size]))
-        losses.append(float(loss_fn(logit, masks[start : start + batch_size])) * logit.shape[0])
-        preds.append((logit > 0).numpy())
+        logit = brain_logit(network(images[start : start + batch_size].to(device)))
+        losses.append(float(loss_fn(logit, masks[start : start + batch_size].to(device))) * logit.shape[0])
+        preds.append((logit > 0).cpu().numpy())
     return sum(losses) / images.shape[0], batch_dice(np.concatenate(preds), masks.numpy() > 0.5)
 
 
@@ -184,6 +189,7 @@ def train(
     started = time.perf_counter()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
     if init:
         network, parent = load_weights(init, "cpu")
         arch = parent.arch
@@ -192,6 +198,7 @@ def train(
     else:
         arch = config.arch
         network = build_network(arch)
+    network.to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, config.samples_per_epoch // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -228,6 +235,7 @@ def train(
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or tqdm is None, leave=False) if tqdm else range(steps_per_epoch)
         for _ in bar:
             images, masks = pool.batch(rng, config, config.batch_size)
+            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             logit = brain_logit(network(images))
             loss = loss_fn(logit, masks, config.dice_weight)
             optimizer.zero_grad(set_to_none=True)

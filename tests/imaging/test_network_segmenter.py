@@ -12,9 +12,10 @@ from dicom_node.imaging.network import (
     NoModelWeightsError,
     build_network,
     load_weights,
+    resolve_device,
     save_weights,
 )
-from dicom_node.imaging.segmenter import freeze_for_cpu, get_segmenter, resolve_device
+from dicom_node.imaging.segmenter import freeze_for_cpu, get_segmenter
 from models import default_weights_path, resolve_weights_path
 
 

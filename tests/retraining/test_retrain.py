@@ -15,7 +15,7 @@ from dicom_node.imaging.network import ArchSpec, build_network, load_weights, sa
 from dicom_node.ingest import ingest_file
 from dicom_node.jobs import close_quiet_series
 from dicom_node.processing import process_job, production_weights
-from dicom_node.registry import RegistryError, ensure_bootstrapped, list_models, promote, register, rollback
+from dicom_node.registry import RegistryError, adopt_shipped, list_models, production, promote, register, rollback
 from dicom_node.retraining import conclude_round, load_case, score, expert_case_refs
 from tests.conftest import SHARED_DATA, SIEMENS, siemens_files, storescu, wait_until
 
@@ -71,7 +71,7 @@ def test_promotion_gate_keeps_a_worse_candidate_out(db: Database, tmp_path: Path
     with db.session() as session:
         seg_series = session.scalars(select(Job).where(Job.kind == "register_seg")).one().series_id
         assert register_expert_masks(session, seg_series) == 1
-        ensure_bootstrapped(session, trained_weights, "0.0.1-test")
+        adopt_shipped(session, trained_weights, "0.0.1-test", settings.models_dir)
 
     worse = save_weights(tmp_path / "random.pt", build_network(ArchSpec(input_size=128)), ArchSpec(input_size=128), name="random", version="random-1")
     cases = [load_case(ref) for ref in expert_case_refs(db)]
@@ -81,14 +81,14 @@ def test_promotion_gate_keeps_a_worse_candidate_out(db: Database, tmp_path: Path
     with db.session() as session:
         statuses = {m.version: m.status for m in list_models(session)}
         assert statuses == {"0.0.1-test": "production", "random-1": "rejected"}
-        assert production_weights(db, settings) == trained_weights
+        assert production_weights(db, settings) == settings.models_dir / "0.0.1-test.pt"
 
 
 def test_rollback_restores_the_previous_production_model_for_the_next_job(db: Database, tmp_path: Path, trained_weights: Path) -> None:
     settings = Settings(data_dir=tmp_path, min_free_bytes=0, flows="off")
     second = _relabel(trained_weights, tmp_path / "second.pt", "0.0.2-test")
     with db.session() as session:
-        ensure_bootstrapped(session, trained_weights, "0.0.1-test")
+        adopt_shipped(session, trained_weights, "0.0.1-test", settings.models_dir)
         register(session, "0.0.2-test", second, ModelStatus.CANDIDATE, parent="0.0.1-test")
         promote(session, "0.0.2-test")
     assert production_weights(db, settings) == second
@@ -107,3 +107,41 @@ def test_rollback_restores_the_previous_production_model_for_the_next_job(db: Da
     with db.session() as session:
         done = session.get(Job, job.id)
         assert done.state is JobState.SUCCEEDED and done.model_version == "0.0.1-test"
+
+
+def test_an_upgrade_that_ships_a_new_model_adopts_it_and_can_roll_back(db: Database, tmp_path: Path, trained_weights: Path) -> None:
+    """The shipped file is replaced in place by an upgrade; the registry's copies keep each version loadable."""
+    settings = Settings(data_dir=tmp_path / "node", min_free_bytes=0, flows="off")
+    shipped = _relabel(trained_weights, tmp_path / "shipped.pt", "1.0.0")
+    with db.session() as session:
+        assert adopt_shipped(session, shipped, "1.0.0", settings.models_dir).version == "1.0.0"
+    _relabel(trained_weights, shipped, "1.1.0")  # the upgrade
+    with db.session() as session:
+        assert adopt_shipped(session, shipped, "1.1.0", settings.models_dir).version == "1.1.0"
+        assert adopt_shipped(session, shipped, "1.1.0", settings.models_dir).version == "1.1.0"  # a restart changes nothing
+        assert {m.version: m.status for m in list_models(session)} == {"1.0.0": "retired", "1.1.0": "production"}
+        assert rollback(session).version == "1.0.0"
+    assert load_weights(production_weights(db, settings), "cpu")[1].version == "1.0.0"
+
+    with db.session() as session:  # a retrained model in production stays there; the next shipped one waits
+        promote(session, "1.1.0")
+        retrained = _relabel(trained_weights, settings.models_dir / "1.1.0-r1.pt", "1.1.0-r1")
+        register(session, "1.1.0-r1", retrained, ModelStatus.PRODUCTION, parent="1.1.0")
+    _relabel(trained_weights, shipped, "1.2.0")
+    with db.session() as session:
+        assert adopt_shipped(session, shipped, "1.2.0", settings.models_dir).version == "1.1.0-r1"
+        assert {m.version: m.status for m in list_models(session)}["1.2.0"] == "candidate"
+
+
+def test_rollback_refuses_a_version_whose_weights_changed(db: Database, tmp_path: Path, trained_weights: Path) -> None:
+    """Releases before 1.2.0 registered the shipped file itself; an upgrade overwrites it."""
+    shipped = _relabel(trained_weights, tmp_path / "shipped.pt", "1.0.0")
+    with db.session() as session:
+        register(session, "1.0.0", shipped, ModelStatus.PRODUCTION, metrics={"source": "shipped"})
+        register(session, "1.0.0-r1", _relabel(trained_weights, tmp_path / "r1.pt", "1.0.0-r1"), ModelStatus.PRODUCTION, parent="1.0.0")
+    _relabel(trained_weights, shipped, "1.1.0")
+    with db.session() as session:
+        with pytest.raises(RegistryError, match="missing or changed"):
+            rollback(session)
+    with db.session() as session:
+        assert production(session).version == "1.0.0-r1"
