@@ -83,34 +83,34 @@ def load_heads(pack: Path | None = None) -> tuple[dict[str, Case], list[Case], d
     return ({n: by_name[n] for n in HEADS}, [c for c in cases if c.negative], {n: by_name[n] for n in NEVER_SEEN})
 
 
-def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None) -> dict:
+def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
     heads, negatives, _ = load_heads(pack)
     results = {}
     for held in names:
         started = time.perf_counter()
         train_cases = [c for n, c in heads.items() if n != held] + negatives
-        out = RESULTS / f"loo-{held}.pt"
+        out = results_dir / f"loo-{held}.pt"
         result = train(train_cases, config, val_cases=[heads[held]], out=out, resume=True, name=f"{NAME}-loo-{held}", version=VERSION)
         per_series = evaluate_case(result.network, result.arch, heads[held], axes="all")
         head_total = overall(per_series)
         print(format_table(per_series, head_total), flush=True)
-        plot_history(result.history, RESULTS / f"loo-{held}-curve.png", title=f"leave out {held}")
+        plot_history(result.history, results_dir / f"loo-{held}-curve.png", title=f"leave out {held}")
         results[held] = {"series": per_series, "overall": head_total, "history": result.history, "train_seconds": result.seconds,
                          "device": str(next(result.network.parameters()).device), "wall_seconds": time.perf_counter() - started}
-        (RESULTS / f"loo-{held}.json").write_text(json.dumps(results[held], indent=1))
+        (results_dir / f"loo-{held}.json").write_text(json.dumps(results[held], indent=1))
     return results
 
 
-def run_final(config: TrainConfig, pack: Path | None = None) -> dict:
+def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
     heads, negatives, never_seen = load_heads(pack)
     started = time.perf_counter()
-    result = train(list(heads.values()) + negatives, config, out=RESULTS / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD)
+    result = train(list(heads.values()) + negatives, config, out=results_dir / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD)
     per_series = {}
     for case in heads.values():
         per_series.update(evaluate_case(result.network, result.arch, case, axes="all"))
     total = overall(per_series)
     print(format_table(per_series, total), flush=True)
-    plot_history(result.history, RESULTS / "final-curve.png", title=f"shipped model (all {len(heads)} heads)")
+    plot_history(result.history, results_dir / "final-curve.png", title=f"shipped model (all {len(heads)} heads)")
     unseen = {}
     for case in never_seen.values():
         unseen.update(evaluate_case(result.network, result.arch, case, axes="all"))
@@ -127,7 +127,7 @@ def run_final(config: TrainConfig, pack: Path | None = None) -> dict:
     summary = {"series": per_series, "overall": total, "never_seen": {"series": unseen, "overall": unseen_total},
                "history": result.history, "train_seconds": result.seconds, "device": str(next(result.network.parameters()).device),
                "wall_seconds": time.perf_counter() - started}
-    (RESULTS / "final.json").write_text(json.dumps(summary, indent=1))
+    (results_dir / "final.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("phase", choices=["all", "loo", "final", "pack"])
     parser.add_argument("heads", nargs="*", help="heads to leave out (loo; default all), or the file to write (pack)")
     parser.add_argument("--cases", type=Path, help="read the cases from this file (written by pack), not the data folders")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (sampling, augmentation, initialisation)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where results, curves and checkpoints go (default: models/training-results)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network trains (default: CUDA when present)")
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget per training run (LR schedule follows it)")
@@ -151,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.heads) - set(HEADS))
     if unknown:
         parser.error(f"unknown heads {unknown}; the heads are {list(HEADS)}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     if args.phase in ("all", "loo"):
-        run_loo(args.heads or list(HEADS), replace(LOO, epochs=args.epochs or LOO.epochs, max_seconds=budget, threads=args.threads, device=args.device), args.cases)
+        run_loo(args.heads or list(HEADS), replace(LOO, epochs=args.epochs or LOO.epochs, max_seconds=budget, threads=args.threads, device=args.device,
+                                                  seed=args.seed), args.cases, args.results)
     if args.phase in ("all", "final"):
-        run_final(replace(FINAL, epochs=args.epochs or FINAL.epochs, max_seconds=budget, threads=args.threads, device=args.device), args.cases)
+        run_final(replace(FINAL, epochs=args.epochs or FINAL.epochs, max_seconds=budget, threads=args.threads, device=args.device,
+                                                  seed=args.seed), args.cases, args.results)
     return 0
 
 
