@@ -29,6 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dicom_node.imaging.network import load_weights  # noqa: E402
 from dicom_node.imaging.postprocess import clean_mask  # noqa: E402
 from dicom_node.imaging.segmenter import Segmenter  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases  # noqa: E402
@@ -73,7 +74,8 @@ def round_seconds(case: Case, weights: Path, device: str, out: Path) -> tuple[fl
     result = train([case], config, out=out, init=weights, progress=False, log=lambda _: None)
     started = time.perf_counter()
     candidate = evaluate_case(result.network, result.arch, case)
-    evaluate_case(Segmenter.from_weights(weights, device).network, result.arch, case)
+    parent, _ = load_weights(weights, device)
+    evaluate_case(parent, result.arch, case)
     return result.seconds, time.perf_counter() - started, next(iter(candidate.values()))["dice"]
 
 
