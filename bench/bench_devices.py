@@ -10,7 +10,8 @@ rows run in the same process when torch sees a GPU, and say so when it does not.
 database work and SEG reading are left out: they take the same time on either device.
 
 ``--cases`` reads the head from a file written by ``models/train_default.py pack`` instead of
-../shared/data, for a GPU machine without the data or the DICOM stack. Prints a table and ends
+../shared/data, for a GPU machine without the data or the DICOM stack (pydantic-settings is still
+needed, for the retraining defaults). Prints a table and ends
 with a JSON line of metrics for ``bench/run.py``.
 """
 
@@ -29,16 +30,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dicom_node.config import Settings  # noqa: E402
 from dicom_node.imaging.network import load_weights  # noqa: E402
 from dicom_node.imaging.postprocess import clean_mask  # noqa: E402
 from dicom_node.imaging.segmenter import Segmenter  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases  # noqa: E402
 from dicom_node.training.evaluate import evaluate_case  # noqa: E402
 from dicom_node.training.train import TrainConfig, train  # noqa: E402
+from bench.timing import best_of  # noqa: E402
 from models import resolve_weights_path  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
-RETRAIN_EPOCHS, RETRAIN_SAMPLES = 3, 480  # the defaults of Settings.retrain_epochs / retrain_samples_per_epoch
 
 
 def siemens(cases_file: Path | None) -> Case:
@@ -46,18 +48,6 @@ def siemens(cases_file: Path | None) -> Case:
         return next(c for c in load_cases(cases_file) if c.name in ("siemens", "sag-t1-siemens-skyra"))
     (case,) = discover_cases([DATA / "dicom" / "sag-t1-siemens-skyra", DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"])
     return case
-
-
-def best_of(repeats: int, work) -> float:  # noqa: ANN001 - a zero-argument callable
-    work()  # warm-up (CUDA kernels, ONNX export)
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def segment_seconds(case: Case, weights: Path, device: str, repeats: int) -> tuple[float, str]:
@@ -69,7 +59,9 @@ def segment_seconds(case: Case, weights: Path, device: str, repeats: int) -> tup
 
 def round_seconds(case: Case, weights: Path, device: str, out: Path) -> tuple[float, float, float]:
     """(fine-tune seconds, scoring seconds for candidate and parent, candidate Dice)."""
-    config = replace(TrainConfig(), epochs=RETRAIN_EPOCHS, samples_per_epoch=RETRAIN_SAMPLES, p_negative=0.0,
+    defaults = Settings.model_fields  # the node's retraining defaults, not a copy of them
+    config = replace(TrainConfig(), epochs=defaults["retrain_epochs"].default,
+                     samples_per_epoch=defaults["retrain_samples_per_epoch"].default, p_negative=0.0,
                      device=device, threads=os.cpu_count() or 1)
     result = train([case], config, out=out, init=weights, progress=False, log=lambda _: None)
     started = time.perf_counter()

