@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: run test bench install install-test peers postgres clean
+.PHONY: run test lint bench install install-test peers postgres clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,7 +56,11 @@ postgres:
 	fi; \
 	pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || echo "PostgreSQL is not reachable on 127.0.0.1:5432: the PostgreSQL tests will fail (set DICOM_NODE_TEST_POSTGRES_URL to use another server)"
 
-test: install-test
+lint: install-test
+	$(VENV)/bin/ruff check dicom_node tests bench models
+	$(VENV)/bin/mypy
+
+test: install-test lint
 	$(VENV)/bin/python -m pytest -q -ra $(PYTEST_ARGS)
 
 bench: install-test

@@ -30,15 +30,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.timing import best_of  # noqa: E402
 from dicom_node.config import Settings  # noqa: E402
 from dicom_node.imaging.network import load_weights  # noqa: E402
 from dicom_node.imaging.postprocess import clean_mask  # noqa: E402
 from dicom_node.imaging.segmenter import Segmenter  # noqa: E402
+from dicom_node.models.shipped import default_weights_path  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases  # noqa: E402
 from dicom_node.training.evaluate import evaluate_case  # noqa: E402
 from dicom_node.training.train import TrainConfig, train  # noqa: E402
-from bench.timing import best_of  # noqa: E402
-from models import resolve_weights_path  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 
@@ -78,7 +78,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "devices.json")
     args = parser.parse_args()
     case = siemens(args.cases)
-    weights = resolve_weights_path()
+    weights = default_weights_path()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     rows: dict[str, dict] = {}

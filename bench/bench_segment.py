@@ -26,11 +26,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.timing import best_of  # noqa: E402
 from dicom_node.imaging.loading import MRSeries, load_series, scan_folder  # noqa: E402
 from dicom_node.imaging.segmenter import get_segmenter  # noqa: E402
-from dicom_node.pipeline import process_series  # noqa: E402
-from bench.timing import best_of  # noqa: E402
-from models import resolve_weights_path  # noqa: E402
+from dicom_node.models.shipped import default_weights_path  # noqa: E402
+from dicom_node.series.pipeline import process_series  # noqa: E402
 
 DEFAULT_SERIES = REPO.parent / "shared" / "data" / "dicom" / "sag-t1-siemens-skyra"
 
@@ -63,7 +63,7 @@ def main() -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     (paths,) = scan_folder(args.series).series.values()
     work = Path(tempfile.mkdtemp(prefix="bench-segment-"))
-    segmenter = get_segmenter(resolve_weights_path(), args.device)
+    segmenter = get_segmenter(default_weights_path(), args.device)
     arch = segmenter.info.arch
     series = load_series(paths)
     n = series.n_slices

@@ -61,10 +61,13 @@ def _orthanc_count(http_port: int) -> tuple[int, int]:
 
 
 def _weights(work: Path) -> tuple[Path, str]:
-    shipped = REPO / "models" / "brain-deeplabv3plus.pt"
+    from dicom_node.models.shipped import default_weights_path
+
+    shipped = default_weights_path()
     if shipped.exists():
         return shipped, "shipped model"
-    from dicom_node.imaging.network import ArchSpec, build_network, save_weights
+    from dicom_node.imaging.model_info import ArchSpec
+    from dicom_node.imaging.network import build_network, save_weights
 
     arch = ArchSpec()
     return save_weights(work / "random.pt", build_network(arch), arch, name="random", version="bench"), "random weights"

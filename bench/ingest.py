@@ -322,7 +322,7 @@ def _in_process_push(
     from dicom_node.config import Settings
     from dicom_node.db.migrate import upgrade
     from dicom_node.db.session import Database
-    from dicom_node.node import Node
+    from dicom_node.runtime.node import Node
 
     data = workdir / f"inproc-{uuid.uuid4().hex[:8]}"
     port = free_port()

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(modules)} module(s) in {elapsed}s; results in bench/results.json and bench/out/results.json")
 
     result = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "nproc": os.cpu_count(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

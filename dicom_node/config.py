@@ -5,6 +5,7 @@ Operators script against the ``DICOM_NODE_*`` names: keep them stable.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from dicom_node.imaging.pseudocolor import PAPER_BINS, PseudocolorSettings, colormap_code
 
 _AET = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 chars, no backslash
 _DESTINATION = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
@@ -72,6 +75,9 @@ class Settings(BaseSettings):
     prefect_port: int = Field(4200, ge=1, le=65535, description="embedded Prefect server (dashboard) port")
     work_pool: str = "dicom-node"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    model_weights: Path | None = Field(None, description="weights file adopted at start-up; default: the shipped model")
+    pseudocolor_bins: int = Field(PAPER_BINS, ge=2, le=255, description="gray-level bins of the pseudocolor series")
+    pseudocolor_colormap: str = Field("JET", description="OpenCV colormap name of the pseudocolor series")
     tls_cert: Path | None = Field(None, description="PEM certificate: the listener speaks DICOM TLS")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     tls_ca: Path | None = Field(None, description="PEM CA: callers must present a certificate it signed")
@@ -101,6 +107,16 @@ class Settings(BaseSettings):
             raise ValueError(f"AE title {value!r} must be 1-16 printable characters without a backslash")
         return value
 
+    @field_validator("pseudocolor_colormap")
+    @classmethod
+    def _check_colormap(cls, value: str) -> str:
+        colormap_code(value)  # raises ValueError naming the known maps
+        return value
+
+    @property
+    def pseudocolor(self) -> PseudocolorSettings:
+        return PseudocolorSettings(bins=self.pseudocolor_bins, colormap=self.pseudocolor_colormap)
+
     @model_validator(mode="after")
     def _check_tls(self) -> "Settings":
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -128,11 +144,9 @@ class Settings(BaseSettings):
         return self.data_dir / "outputs"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings() -> Settings:
     """Read the settings once; ``DICOM_NODE_CONFIG`` may name a .env-style file."""
-    import os
-
     env_file = os.environ.get("DICOM_NODE_CONFIG")
     if env_file:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
-    return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_env_file=env_file)
+    return Settings()

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from dicom_node.uids import require_uid
 
@@ -59,39 +62,51 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _staged_name(dst: Path) -> Path:
+    return dst.parent / f".{dst.name}.{uuid.uuid4().hex}.part"
+
+
+def _publish(staged: Path, dst: Path) -> None:
+    """The one atomic step: the complete staged file fsynced, renamed over ``dst``, folder fsynced."""
+    fsync_file(staged)
+    os.replace(staged, dst)
+    _fsync_dir(dst.parent)
+
+
+@contextmanager
+def atomic_file(dst: Path) -> Iterator[BinaryIO]:
+    """Write ``dst`` whole or not at all: how the node writes every file it makes and keeps.
+
+    Yields a file staged beside ``dst`` (``.<name>.<random>.part``, which :func:`remove_stale_parts`
+    clears after a crash); when the block ends without an exception it is published as ``dst``,
+    otherwise removed.
+    """
+    make_folders(dst.parent)
+    staged = _staged_name(dst)
+    try:
+        with open(staged, "wb") as fh:
+            yield fh
+        _publish(staged, dst)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
 def commit_file(src: Path, dst: Path, scratch: Path) -> None:
     """Move the finished file ``src`` durably to ``dst`` (replacing it), via ``scratch`` if needed.
 
-    ``src`` is renamed when it is on the same filesystem; otherwise it is copied to a temporary
+    ``src`` is hard-linked when it is on the same filesystem; otherwise it is copied to a staged
     name beside ``dst`` first. Either way ``dst`` appears whole or not at all.
     """
     make_folders(dst.parent)
-    staged = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.part"
+    staged = _staged_name(dst)
     try:
         try:
             os.link(src, staged)
         except OSError:
             shutil.copyfile(src, staged)
-        fsync_file(staged)
-        os.replace(staged, dst)
+        _publish(staged, dst)
     finally:
         staged.unlink(missing_ok=True)
-    _fsync_dir(dst.parent)
-
-
-def write_bytes_atomic(dst: Path, data: bytes) -> None:
-    """Write ``data`` to ``dst`` whole or not at all (used for outputs the node makes)."""
-    make_folders(dst.parent)
-    staged = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.part"
-    try:
-        with open(staged, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(staged, dst)
-    finally:
-        staged.unlink(missing_ok=True)
-    _fsync_dir(dst.parent)
 
 
 def remove_stale_parts(root: Path) -> int:

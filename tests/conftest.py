@@ -268,8 +268,9 @@ def trained_weights(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     import torch
 
     from dicom_node.imaging.loading import load_folder
-    from dicom_node.imaging.network import ArchSpec, build_network, save_weights
-    from dicom_node.imaging.training import fit, training_pairs
+    from dicom_node.imaging.model_info import ArchSpec
+    from dicom_node.imaging.network import build_network, save_weights
+    from tests.small_fit import fit, training_pairs
     from dicom_node.outputs.seg import read_seg_mask
 
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -30,7 +30,9 @@ class Base(DeclarativeBase):
 class JobState(str, enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
-    SUCCEEDED = "succeeded"
+    SUCCEEDED = "succeeded"  # outputs made (and queued for export)
+    SKIPPED = "skipped"  # not processed, by a series-selection rule (the reason names it)
+    NO_BRAIN = "no-brain"  # segmented, but the result is not a brain: nothing is sent
     FAILED = "failed"
 
 
@@ -38,6 +40,7 @@ class ExportState(str, enum.Enum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    SUPERSEDED = "superseded"  # a newer version of the series completed before this went out
 
 
 class ModelStatus(str, enum.Enum):
@@ -48,8 +51,8 @@ class ModelStatus(str, enum.Enum):
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    # Stored as the lowercase values, checked by a CHECK constraint rather than a native
-    # PostgreSQL enum type, so adding a state is a plain migration on both databases.
+    # Stored as the values in a VARCHAR(16), not a native PostgreSQL enum type (and no CHECK
+    # constraint), so a new state needs no migration on either database.
     return Enum(cls, name=name, native_enum=False, values_callable=lambda e: [m.value for m in e], length=16)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets the listener write while the tracker and dispatcher read; synchronous=FULL makes
     # a commit durable before the C-STORE response goes out; busy_timeout rides out short locks.
     cursor = dbapi_connection.cursor()

@@ -6,24 +6,27 @@ A weights file is a ``torch.save`` dict that holds everything needed to rebuild 
      "version": str, "metrics": {str: float}, "card": {str: str}}
 
 ``arch`` is :class:`ArchSpec` as a dict. Files are read with ``weights_only=True``: a weights file
-can never run code. The default network size is 256x256, the matrix of most 3D T1 scans, so the
-``arch``'s defaults are the recommended network: a MobileNetV3-Large encoder (timm, random init)
-at 160x160 with 128 decoder channels, 1 input channel and 1 output channel (the brain logit). On
-the 2-core CPU it runs ~70 slices/s, against ~8 for ResNet-18 at 256x256; a brain is a smooth
-object, and bilinear upsampling of the logits keeps its edge sub-pixel at the slice's matrix.
+can never run code. ``ArchSpec``'s defaults are the recommended network: a MobileNetV3-Large
+encoder (timm, random init) at 160x160 with 128 decoder channels, 1 input channel and 1 output
+channel (the brain logit). On the 2-core CPU it runs ~70 slices/s, against ~8 for ResNet-18 at
+256x256; a brain is a smooth object, and bilinear upsampling of the logits keeps its edge
+sub-pixel at the slice's matrix.
 
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
+
+from dicom_node.imaging.model_info import ArchSpec, ModelInfo
+from dicom_node.storage import atomic_file
 
 WEIGHTS_FORMAT = "dicom-node-weights/1"
 
@@ -34,42 +37,6 @@ class ModelWeightsError(RuntimeError):
 
 class NoModelWeightsError(ModelWeightsError):
     """No weights file exists where one was expected."""
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """What is needed to rebuild the network: encoder, input size, channels."""
-
-    encoder_name: str = "tu-mobilenetv3_large_100"
-    input_size: int = 160
-    in_channels: int = 1
-    classes: int = 1
-    encoder_output_stride: int = 16
-    decoder_channels: int = 128
-
-    def __post_init__(self) -> None:
-        if self.input_size < 32 or self.input_size % 16:
-            raise ValueError(f"arch input_size must be a multiple of 16 and >= 32, not {self.input_size}.")
-        if self.in_channels != 1:
-            raise ValueError(f"arch in_channels must be 1 (grayscale MR), not {self.in_channels}.")
-        if self.classes not in (1, 2):
-            raise ValueError(f"arch classes must be 1 (brain logit) or 2 (background, brain), not {self.classes}.")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ArchSpec":
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Identity of a loaded model: written into every SEG it makes."""
-
-    name: str
-    version: str
-    arch: ArchSpec
-    metrics: dict[str, float] = field(default_factory=dict)
-    card: dict[str, str] = field(default_factory=dict)
 
 
 def build_network(arch: ArchSpec) -> nn.Module:
@@ -93,9 +60,8 @@ def save_weights(
     metrics: dict[str, float] | None = None,
     card: dict[str, str] | None = None,
 ) -> Path:
-    """Write a weights file (to a temporary name, then renamed, so readers never see half a file)."""
+    """Write a weights file, whole or not at all."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": WEIGHTS_FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
@@ -105,9 +71,8 @@ def save_weights(
         "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
         "card": {str(k): str(v) for k, v in (card or {}).items()},
     }
-    partial = target.with_name(target.name + ".partial")
-    torch.save(payload, partial)
-    partial.replace(target)
+    with atomic_file(target) as fh:
+        torch.save(payload, fh)
     return target
 
 

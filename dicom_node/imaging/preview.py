@@ -33,11 +33,10 @@ def preview_image(pixels: np.ndarray, mask: np.ndarray, rgb: np.ndarray, columns
     return np.vstack([np.hstack(top), np.hstack(bottom)])
 
 
-def write_preview(path: Path | str, pixels: np.ndarray, mask: np.ndarray, rgb: np.ndarray) -> Path:
-    """Write :func:`preview_image` as PNG; raise ``OSError`` naming the path when it cannot."""
+def write_preview(path: Path | str, image: np.ndarray) -> Path:
+    """Write a :func:`preview_image` as PNG; raise ``OSError`` naming the path when it cannot."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    image = preview_image(pixels, mask, rgb)
     if not cv2.imwrite(str(target), image[:, :, ::-1]):
         raise OSError(f"Preview {target} could not be written (is the extension .png?).")
     return target

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from dicom_node.imaging.loading import MRSeries
-from dicom_node.imaging.network import ModelInfo, NoModelWeightsError, load_weights, resolve_device
+from dicom_node.imaging.model_info import ModelInfo
+from dicom_node.imaging.network import NoModelWeightsError, load_weights, resolve_device
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 from dicom_node.imaging.postprocess import MIN_BRAIN_ML, clean_mask
 
@@ -53,7 +54,7 @@ class OnnxRunner:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated; the new one needs onnxscript
             torch.onnx.export(
-                copy.deepcopy(network).eval(), (example,), graph, dynamo=False, opset_version=17,
+                copy.deepcopy(network).eval(), (example,), graph, dynamo=False, opset_version=17,  # type: ignore[arg-type]
                 input_names=["image"], output_names=["logits"],
                 dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
             )

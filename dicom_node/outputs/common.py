@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import uuid
 
-from dicom_node.imaging.network import ModelInfo
+from dicom_node.imaging.model_info import ModelInfo
 
 MANUFACTURER = "dicom-node"
 SEG_SERIES_OFFSET = 901

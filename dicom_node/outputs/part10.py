@@ -1,4 +1,4 @@
-"""Output objects as DICOM Part 10 files: written under a temporary name, then renamed.
+"""Output objects as DICOM Part 10 files, each written whole or not at all (``storage.atomic_file``).
 
 The SC images of a series share most of their element objects (``sc.py``), and pydicom encodes
 every element of every file anew: for the 192 images of the Siemens series that took longer
@@ -19,25 +19,25 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicom_node.storage import atomic_file
+
 # id(element) -> (element, its encoding). The element is kept so that its id stays its own.
 ElementCache = dict[int, tuple[DataElement, bytes]]
 
 
 def write_dataset(ds: Dataset, folder: Path) -> Path:
-    """Write ``ds`` as ``folder/<SOP Instance UID>.dcm`` via a temporary name and a rename."""
+    """Write one dataset as ``folder/<SOP Instance UID>.dcm``."""
     return write_datasets([ds], folder)[0]
 
 
 def write_datasets(datasets: Iterable[Dataset], folder: Path) -> list[Path]:
     """Write each dataset as ``folder/<SOP Instance UID>.dcm``; shared elements are encoded once."""
-    folder.mkdir(parents=True, exist_ok=True)
     cache: ElementCache = {}
     paths = []
     for ds in datasets:
         target = folder / f"{ds.SOPInstanceUID}.dcm"
-        partial = folder / f".{ds.SOPInstanceUID}.dcm.partial"
-        partial.write_bytes(encode_part10(ds, cache))
-        partial.replace(target)
+        with atomic_file(target) as fh:
+            fh.write(encode_part10(ds, cache))
         paths.append(target)
     return paths
 

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from dicom_node.imaging.loading import MRSeries, position_key
-from dicom_node.imaging.network import ModelInfo
+from dicom_node.imaging.model_info import ModelInfo
 from dicom_node.outputs.common import (
     SEG_SERIES_OFFSET,
     Equipment,

@@ -1,1 +1,1 @@
-"""Training the brain DeepLabv3+: cases (data), augmentation, the loop, metrics and curves (issue 5)."""
+"""Training the brain DeepLabv3+: cases (data), augmentation, the loop, metrics and curves."""

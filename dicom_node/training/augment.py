@@ -94,14 +94,14 @@ def affine_matrix(size: int, rng: np.random.Generator, config: AugmentConfig) ->
     return np.hstack([linear, offset[:, None]]).astype(np.float64)
 
 
-def spatial(image: np.ndarray, maskf: np.ndarray, valid_f: np.ndarray, rng: np.random.Generator, config: AugmentConfig):  # noqa: ANN201
+def spatial(image: np.ndarray, maskf: np.ndarray, valid_f: np.ndarray, rng: np.random.Generator, config: AugmentConfig):
     size = image.shape[0]
     matrix = affine_matrix(size, rng, config)
     flags = cv2.INTER_LINEAR
-    border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    image = cv2.warpAffine(image, matrix, (size, size), flags=flags, **border)
-    maskf = cv2.warpAffine(maskf, matrix, (size, size), flags=flags, **border)
-    valid_f = cv2.warpAffine(valid_f, matrix, (size, size), flags=cv2.INTER_NEAREST, **border)
+    constant = cv2.BORDER_CONSTANT
+    image = np.asarray(cv2.warpAffine(image, matrix, (size, size), flags=flags, borderMode=constant, borderValue=0.0))
+    maskf = np.asarray(cv2.warpAffine(maskf, matrix, (size, size), flags=flags, borderMode=constant, borderValue=0.0))
+    valid_f = np.asarray(cv2.warpAffine(valid_f, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=constant, borderValue=0.0))
     if rng.random() < config.p_cut:  # a field of view that does not cover the whole head
         side = rng.integers(0, 4)
         depth = int(rng.uniform(0.1, 0.35) * size)

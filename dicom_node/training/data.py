@@ -102,7 +102,7 @@ def case_slices(case: Case, size: int, axes: Iterable[int] = ORIENTATIONS) -> li
         images_np = images.numpy().astype(np.float32)
         masks_np = masks.numpy()
         has_head = (images_np > 0.05).mean(axis=(1, 2)) > 0.01
-        sets.append(SliceSet(case.name, axis, images_np, masks_np, valid, masks_np.any(axis=(1, 2)), has_head))
+        sets.append(SliceSet(case.name, axis, images_np, masks_np, valid, np.asarray(masks_np.any(axis=(1, 2))), has_head))
     return sets
 
 
@@ -128,7 +128,7 @@ def save_cases(path: Path | str, cases: Sequence[Case]) -> Path:
                      "kind": case.kind, "negative": case.negative, "shape": list(case.mask.shape)})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     target = Path(path)
-    np.savez_compressed(target, **arrays)
+    np.savez_compressed(target, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     return target
 
 
@@ -235,7 +235,7 @@ def discover_cases(
     inputs: Sequence[Path | str],
     mask_name: str = DEFAULT_MASK_NAME,
     negatives: Sequence[Path | str] = (),
-    log=print,  # noqa: ANN001 - any callable taking a str
+    log=print,
 ) -> list[Case]:
     """Every case found in ``inputs`` (DICOM series + SEG, NIfTI pairs) and ``negatives`` (no brain)."""
     from dicom_node.outputs.seg import read_seg_mask
@@ -273,12 +273,12 @@ def discover_cases(
         except SeriesLoadError as exc:
             log(f"Skipping a series under {files[0].parent}: {exc}")
             continue
-        mask = np.zeros(series.pixels.shape, dtype=bool)
-        for seg in segs[uid]:
-            mask |= read_seg_mask(seg, series)
-        cases.append(dicom_case(series, mask, name=files[0].parent.name))
+        brain = np.zeros(series.pixels.shape, dtype=bool)
+        for seg_path in segs[uid]:
+            brain |= read_seg_mask(seg_path, series)
+        cases.append(dicom_case(series, brain, name=files[0].parent.name))
     for neg in negatives:
-        for uid, files in _group_series(_files([Path(neg)])).items():
+        for files in _group_series(_files([Path(neg)])).values():
             try:
                 series = load_series(files)
             except SeriesLoadError as exc:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dicom_node.imaging.network import ArchSpec
+from dicom_node.imaging.model_info import ArchSpec
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 from dicom_node.imaging.postprocess import clean_mask
 from dicom_node.training.data import Case, oriented_stack
@@ -39,13 +39,16 @@ def evaluate_case(network: nn.Module, arch: ArchSpec, case: Case, axes: Sequence
 
     ``axes="native"`` scores a DICOM series as acquired (NIfTI volumes in all three orientations).
     """
+    chosen: Sequence[int]
     if axes == "native":
-        axes = (0,) if case.kind == "dicom" else (0, 1, 2)
+        chosen = (0,) if case.kind == "dicom" else (0, 1, 2)
     elif axes == "all":
-        axes = (0, 1, 2)
+        chosen = (0, 1, 2)
+    else:
+        chosen = [int(a) for a in axes]
     names = NIFTI_AXIS_NAMES if case.kind == "nifti" else AXIS_NAMES
     results = {}
-    for axis in axes:
+    for axis in chosen:
         stack, spacing = oriented_stack(case.volume, case.spacing, axis)
         ref, _ = oriented_stack(case.mask, case.spacing, axis)
         prob = predict_probabilities(network, arch, stack, spacing)

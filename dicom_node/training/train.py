@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dicom_node.imaging.network import ArchSpec, build_network, load_weights, resolve_device, save_weights
+from dicom_node.imaging.model_info import ArchSpec
+from dicom_node.imaging.network import build_network, load_weights, resolve_device, save_weights
+from dicom_node.storage import atomic_file
 from dicom_node.training.augment import AugmentConfig, augment
 from dicom_node.training.data import ORIENTATIONS, Case, SliceSet, case_slices
 from dicom_node.training.metrics import batch_dice
@@ -186,8 +188,28 @@ def train(
     With ``out``, the final weights are written there (with the last epoch's metrics) and a
     checkpoint ``out.ckpt`` after every epoch; ``resume=True`` continues from that checkpoint.
     """
-    started = time.perf_counter()
+    threads_before = torch.get_num_threads()  # torch's thread count is process-wide: give it back
     torch.set_num_threads(config.threads)
+    try:
+        return _train(cases, config, val_cases, out, init, resume, name, version, card, progress, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(
+    cases: Sequence[Case],
+    config: TrainConfig,
+    val_cases: Sequence[Case] | None,
+    out: Path | str | None,
+    init: Path | str | None,
+    resume: bool,
+    name: str,
+    version: str,
+    card: dict[str, str] | None,
+    progress: bool,
+    log: Callable[[str], None],
+) -> TrainResult:
+    started = time.perf_counter()
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     if init:
@@ -224,7 +246,7 @@ def train(
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
-        tqdm = None  # type: ignore[assignment]
+        tqdm = None
     for epoch in range(start_epoch, config.epochs):
         if done:
             break
@@ -267,15 +289,13 @@ def train(
         history.append(row)
         log(f"epoch {row['epoch']}/{config.epochs}: loss {row['loss']:.4f} dice {row['dice']:.4f} val_loss {val_loss:.4f} val_dice {val_dice:.4f} ({row['seconds']:.0f} s)")
         if out:
-            ckpt = checkpoint_path(out)
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {"format": CHECKPOINT_FORMAT, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1, "arch": asdict(arch),
-                 "done": done, "elapsed": schedule.elapsed()},
-                ckpt.with_name(ckpt.name + ".partial"),
-            )
-            ckpt.with_name(ckpt.name + ".partial").replace(ckpt)
+            with atomic_file(checkpoint_path(out)) as fh:
+                torch.save(
+                    {"format": CHECKPOINT_FORMAT, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1, "arch": asdict(arch),
+                     "done": done, "elapsed": schedule.elapsed()},
+                    fh,
+                )
     network.eval()
     seconds = time.perf_counter() - started
     if out:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from tests.conftest import Orthanc
 

@@ -8,8 +8,7 @@ import pytest
 from pydicom import dcmread
 
 from dicom_node.uids import short_hash
-from tests.conftest import SIEMENS, free_port, siemens_files, storescu, wait_until
-from tests.conftest import REPO
+from tests.conftest import REPO, SIEMENS, free_port, siemens_files, storescu, wait_until
 from tests.flows.helpers import artifacts_of, browse, flow_run, orthanc_series_by_modality
 
 ARTIFACTS = REPO / "test-artifacts"  # kept after the run for people to look at; git-ignored
@@ -63,15 +62,19 @@ def test_embedded_scanner_to_pacs(node_factory, orthanc, db_url: str, trained_we
     assert [i for i in identifiers if i in logs] == []
 
 
+def job_label(job: dict) -> str:
+    return f"series-{short_hash(job['series_instance_uid'])}-v{job['version']}"
+
+
 @pytest.mark.timeout(1500)
 def test_distributed_node_and_separate_worker(node_factory, orthanc, trained_weights: Path, tmp_path: Path) -> None:
     """A real `prefect server start`, a real worker process, the node submitting; PostgreSQL shared."""
     import os
     import subprocess
 
-    from dicom_node.prefect_server import EmbeddedPrefectServer
+    from dicom_node.runtime.prefect_server import EmbeddedPrefectServer
     from tests.conftest import VENV_BIN, _postgres_database
-    from tests.flows.helpers import prefect_get
+    from tests.flows.helpers import prefect_get, prefect_post
 
     databases = _postgres_database()
     db_url = next(databases)
@@ -94,15 +97,31 @@ def test_distributed_node_and_separate_worker(node_factory, orthanc, trained_wei
     )
     try:
         wait_until(lambda: prefect_get(server.api_url, "/deployments/name/process-series/dicom-node"), timeout=120, what="deployment registered")
-        node = node_factory({**common, "DICOM_NODE_FLOWS": "distributed", "DICOM_NODE_SERIES_TIMEOUT": "2"}, data_dir=shared).start()
+        env = {**common, "DICOM_NODE_FLOWS": "distributed", "DICOM_NODE_SERIES_TIMEOUT": "2"}
+        node = node_factory(env, data_dir=shared).start()
         assert storescu(node.port, SIEMENS).returncode == 0
+
+        # The node stops and restarts while the worker runs the job: the worker's run holds the
+        # lease, so the restart neither requeues nor resubmits it.
+        def worker_running() -> bool:
+            jobs = node.jobs()
+            run_id = jobs and jobs[0]["flow_run_id"]
+            return bool(run_id) and flow_run(server.api_url, run_id)["state_type"] == "RUNNING"
+
+        wait_until(worker_running, timeout=300, interval=0.2, what="the flow run running on the worker")
+        assert node.stop() == 0
+        node = node_factory({**env, "DICOM_NODE_PORT": str(node.port)}, data_dir=shared).start()
         job = wait_until(lambda: (j := node.jobs()) and j[0]["state"] in ("succeeded", "failed") and j[0], timeout=400, what="job finished on the worker")
         assert job["state"] == "succeeded", job["error"]
+        assert job["attempts"] == 1 and len(node.jobs()) == 1
+        runs = prefect_post(server.api_url, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [job_label(job)]}}})
+        assert [r["state_type"] for r in runs] == ["COMPLETED"]  # one run of the job, finished once
         run = wait_until(lambda: (r := flow_run(server.api_url, job["flow_run_id"]))["state_type"] not in ("RUNNING", "PENDING", "SCHEDULED") and r, timeout=120, what="flow run finished")
         assert run["state_type"] == "COMPLETED" and run["deployment_id"]
         assert {"table", "markdown"} <= {a["type"] for a in artifacts_of(server.api_url, job["flow_run_id"])}
-        held = wait_until(lambda: (m := orthanc_series_by_modality(orthanc)) and "SEG" in m and m, timeout=120, what="SEG at the PACS")
-        assert sum(s["instances"] for s in held.get("OT", []) + held.get("SC", [])) == 192
+        held = wait_until(lambda: (m := orthanc_series_by_modality(orthanc)) and "SEG" in m
+                          and sum(s["instances"] for s in m.get("OT", []) + m.get("SC", [])) == 192 and m, timeout=120, what="SEG and SC at the PACS")
+        assert [s["instances"] for s in held["SEG"]] == [1] and len(orthanc.instance_uids()) == 193
         assert node.stop() == 0
     finally:
         os.killpg(worker.pid, 9)

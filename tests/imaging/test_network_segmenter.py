@@ -16,7 +16,8 @@ from dicom_node.imaging.network import (
     save_weights,
 )
 from dicom_node.imaging.segmenter import freeze_for_cpu, get_segmenter
-from models import default_weights_path, resolve_weights_path
+from dicom_node.config import Settings
+from dicom_node.models.shipped import configured_weights, default_weights_path
 
 
 def test_weights_round_trip(tmp_path):
@@ -50,12 +51,12 @@ def test_corrupt_and_mismatched_weights_are_clear_errors(tmp_path):
         load_weights(mismatched)
 
 
-def test_default_weights_path_and_env(monkeypatch, tmp_path):
-    assert default_weights_path().name == "brain-deeplabv3plus.pt"
-    assert default_weights_path().parent.name == "models"
-    monkeypatch.setenv("DICOM_NODE_MODEL_WEIGHTS", str(tmp_path / "env.pt"))
-    assert resolve_weights_path() == tmp_path / "env.pt"
-    assert resolve_weights_path(tmp_path / "cli.pt") == tmp_path / "cli.pt"
+def test_default_weights_path_and_setting(tmp_path):
+    assert default_weights_path().name == "brain-deeplabv3plus.pt" and default_weights_path().is_file()
+    assert configured_weights(Settings()) == default_weights_path()
+    config = tmp_path / "node.env"  # the setting goes through Settings, from a config file too
+    config.write_text(f"DICOM_NODE_MODEL_WEIGHTS={tmp_path / 'site.pt'}\n")
+    assert configured_weights(Settings(_env_file=config)) == tmp_path / "site.pt"  # type: ignore[call-arg]
 
 
 def test_device_resolution():

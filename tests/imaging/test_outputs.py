@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.imaging.network import ArchSpec, ModelInfo
+from dicom_node.imaging.model_info import ArchSpec, ModelInfo
 from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
 from dicom_node.outputs.common import Equipment, derived_series_number
 from dicom_node.outputs.part10 import write_dataset, write_datasets

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 
 import pydicom
 import pytest
 
-from dicom_node import segment_command
+from dicom_node.cli import main
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    segment_command.add_arguments(parser)
-    return segment_command.run(parser.parse_args(argv))
+    return main(["segment", *argv])
 
 
 def test_no_weights_is_refused_clearly(shared_data, tmp_path, capsys):

@@ -13,18 +13,17 @@ from sqlalchemy import func, select
 from dicom_node.config import Settings
 from dicom_node.db.models import Export, ExportState, Instance, Job, JobState, Output
 from dicom_node.db.session import Database
-from dicom_node.export import export_due
-from dicom_node.jobs import finish_job
-from dicom_node.node import Node
-from dicom_node.processing import load_job_input, output_dir, record_outputs
-from dicom_node.storage import write_bytes_atomic
+from dicom_node.export.queue import export_due
+from dicom_node.jobs.dispatch import Outcome, complete, read_job
+from dicom_node.runtime.node import Node
+from dicom_node.series.job import output_dir, record_outputs
 from tests.conftest import SIEMENS, acknowledged_files, free_port, siemens_files, wait_until
 from tests.node.helpers import dataset_bytes, stored_path
 
 
 def derive_processor(db: Database, settings: Settings, job_id: int) -> None:
     """A real, minimal processor: a derived copy of the series' first instance, with UIDs seeded by the job."""
-    job = load_job_input(db, job_id)
+    job = read_job(db, job_id)
     ds = dcmread(sorted(job.paths)[0])
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[job.series_instance_uid, str(job.version), "series"])
     ds.SOPInstanceUID = generate_uid(entropy_srcs=[job.series_instance_uid, str(job.version), "sop"])
@@ -32,9 +31,7 @@ def derive_processor(db: Database, settings: Settings, job_id: int) -> None:
     path = output_dir(settings, job) / "derived.dcm"
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
-    with db.session() as session:
-        record_outputs(session, job_id, [("derived", path)], settings)
-        finish_job(session, job_id, JobState.SUCCEEDED, model_version="test")
+    complete(db, job_id, Outcome(model_version="test", writes=[lambda s: record_outputs(s, job_id, [("derived", path)], settings)]))
 
 
 def test_kill_9_during_push_loses_no_acknowledged_instance(node_factory, tmp_path: Path) -> None:
@@ -106,7 +103,8 @@ def test_pacs_down_results_wait_and_go_out_when_it_returns(migrated_db: Database
     # An output of a job, as processing leaves it.
     source = siemens_files()[0]
     out = tmp_path / "outputs" / "one.dcm"
-    write_bytes_atomic(out, source.read_bytes())
+    out.parent.mkdir(parents=True)
+    out.write_bytes(source.read_bytes())
     with db.session() as session:
         from dicom_node.ingest import read_header, record_instance
         header = read_header(source)

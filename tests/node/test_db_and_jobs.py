@@ -11,7 +11,8 @@ from dicom_node.db.migrate import current_revision
 from dicom_node.db.models import Instance, Job, JobEvent, JobState, utcnow
 from dicom_node.db.session import Database
 from dicom_node.ingest import Header, record_instance
-from dicom_node.jobs import claim_next_job, close_quiet_series, fail_or_retry, requeue_interrupted
+from dicom_node.jobs.queue import claim_next, fail_or_retry, requeue_interrupted
+from dicom_node.jobs.tracker import close_quiet_series
 
 
 def _add(db: Database, sop: str, series: str = "1.2.3.4", modality: str = "MR", age_s: float = 60) -> None:
@@ -53,15 +54,47 @@ def test_claims_never_hand_one_job_to_two_dispatchers_and_retries_are_bounded(mi
     with db.session() as session:
         close_quiet_series(session, quiet_s=10)
     with db.session() as a, db.session() as b:
-        first, second = claim_next_job(a, "node-a"), None
+        first, second = claim_next(a, "node-a"), None
         a.commit()
-        second = claim_next_job(b, "node-b")
+        second = claim_next(b, "node-b")
     assert first is not None and second is not None and first.id != second.id
     with db.session() as session:
-        assert requeue_interrupted(session, "node-a") == 1
+        assert requeue_interrupted(session, 3, "node-a") == 1
     with db.session() as session:
-        job = claim_next_job(session, "node-c")
+        job = claim_next(session, "node-c")
         assert job is not None and job.id == first.id and job.attempts == 2
         assert fail_or_retry(session, job.id, "boom", max_attempts=2) is JobState.FAILED
         events = [e.state for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id))]
         assert events == ["queued", "running", "queued", "running", "failed"]
+        assert session.get(Job, job.id).error == "boom"
+
+
+def test_a_job_that_keeps_killing_the_node_fails_at_the_attempt_limit(migrated_db: Database) -> None:
+    """Each restart reclaims the interrupted job; once its attempts are spent it fails instead."""
+    db = migrated_db
+    _add(db, "6.1", series="1.2.10.1")
+    with db.session() as session:
+        (job,) = close_quiet_series(session, quiet_s=10)
+    for restart in range(1, 4):
+        with db.session() as session:
+            assert claim_next(session, f"node:{restart}") is not None
+        with db.session() as session:  # the node died mid-job; its successor starts
+            assert requeue_interrupted(session, 3, "node:") == 1
+    with db.session() as session:
+        row = session.get(Job, job.id)
+        assert (row.state, row.attempts) == (JobState.FAILED, 3)
+        assert "interrupted 3 times" in row.error
+        assert claim_next(session, "node:4") is None
+
+
+def test_a_permanent_failure_ends_the_job_at_once_and_uids_stay_out_of_errors(migrated_db: Database) -> None:
+    db = migrated_db
+    _add(db, "7.1", series="1.2.11.1")
+    with db.session() as session:
+        close_quiet_series(session, quiet_s=10)
+        job = claim_next(session, "node:x")
+        assert job is not None
+        message = "SeriesLoadError: /data/incoming/1.2.826.0.1.3680043.2.1/1.2.826.0.1.3680043.9.7.dcm mixes orientations"
+        assert fail_or_retry(session, job.id, message, max_attempts=3, permanent=True) is JobState.FAILED
+        error = session.get(Job, job.id).error
+    assert job.attempts == 1 and "1.2.826.0.1.3680043" not in error and "mixes orientations" in error

@@ -11,12 +11,14 @@ from sqlalchemy import select
 from dicom_node.config import Settings
 from dicom_node.db.models import Job, JobState, ModelStatus
 from dicom_node.db.session import Database
-from dicom_node.imaging.network import ArchSpec, build_network, load_weights, save_weights
+from dicom_node.imaging.model_info import ArchSpec
+from dicom_node.imaging.network import build_network, load_weights, save_weights
 from dicom_node.ingest import ingest_file
-from dicom_node.jobs import close_quiet_series
-from dicom_node.processing import process_job, production_weights
-from dicom_node.registry import RegistryError, adopt_shipped, list_models, production, promote, register, rollback
-from dicom_node.retraining import conclude_round, load_case, score, expert_case_refs
+from dicom_node.jobs.dispatch import run_job
+from dicom_node.jobs.tracker import close_quiet_series
+from dicom_node.models.registry import RegistryError, adopt_shipped, list_models, production, promote, register, rollback
+from dicom_node.models.retraining import RoundResult, conclude_round, expert_case_refs, load_case, round_verdict, score
+from dicom_node.models.shipped import production_weights
 from tests.conftest import SHARED_DATA, SIEMENS, siemens_files, storescu, wait_until
 
 REFERENCE_SEG = SHARED_DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"
@@ -66,7 +68,7 @@ def test_promotion_gate_keeps_a_worse_candidate_out(db: Database, tmp_path: Path
         close_quiet_series(session, quiet_s=0)
         for job in session.scalars(select(Job)).all():
             job.state = JobState.RUNNING
-    from dicom_node.expert_masks import register_expert_masks
+    from dicom_node.models.expert_masks import register_expert_masks
 
     with db.session() as session:
         seg_series = session.scalars(select(Job).where(Job.kind == "register_seg")).one().series_id
@@ -77,7 +79,11 @@ def test_promotion_gate_keeps_a_worse_candidate_out(db: Database, tmp_path: Path
     cases = [load_case(ref) for ref in expert_case_refs(db)]
     candidate, current = score(worse, cases)["overall"], score(trained_weights, cases)["overall"]
     assert candidate["dice"] < current["dice"]
-    assert conclude_round(db, "random-1", worse, "0.0.1-test", candidate, current, "training masks", [], 1) is False
+    result = RoundResult(version="random-1", status=round_verdict(candidate, current), parent="0.0.1-test", candidate=candidate,
+                         production=current, evaluated_on="training masks", n_train=1, n_eval=1, n_masks=1, weights_path=worse)
+    assert not result.promoted
+    with db.session() as session:
+        conclude_round(session, result)
     with db.session() as session:
         statuses = {m.version: m.status for m in list_models(session)}
         assert statuses == {"0.0.1-test": "production", "random-1": "rejected"}
@@ -103,7 +109,7 @@ def test_rollback_restores_the_previous_production_model_for_the_next_job(db: Da
     with db.session() as session:
         (job,) = close_quiet_series(session, quiet_s=0)
         job.state = JobState.RUNNING
-    process_job(db, settings, job.id)
+    run_job(db, settings, job.id)
     with db.session() as session:
         done = session.get(Job, job.id)
         assert done.state is JobState.SUCCEEDED and done.model_version == "0.0.1-test"

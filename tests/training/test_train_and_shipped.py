@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from dicom_node.imaging.network import ArchSpec, load_weights
+from dicom_node.imaging.model_info import ArchSpec
+from dicom_node.imaging.network import load_weights
+from dicom_node.models.shipped import default_weights_path
 from dicom_node.training.augment import AugmentConfig
 from dicom_node.training.data import Case
 from dicom_node.training.train import TrainConfig, checkpoint_path, train
@@ -64,7 +65,7 @@ def test_curve_png(tmp_path: Path) -> None:
 def test_shipped_weights_load_through_the_segmenter() -> None:
     from dicom_node.imaging.segmenter import get_segmenter
 
-    segmenter = get_segmenter(models.default_weights_path(), "cpu")
+    segmenter = get_segmenter(default_weights_path(), "cpu")
     assert segmenter.info.name == "dicom-node-brain"
     assert segmenter.info.version
     assert segmenter.info.metrics
@@ -73,11 +74,11 @@ def test_shipped_weights_load_through_the_segmenter() -> None:
 def test_evaluate_shipped_weights_on_the_siemens_series(capsys: pytest.CaptureFixture[str]) -> None:
     if not SIEMENS.is_dir():
         pytest.fail(f"shared data not found at {SIEMENS}")
-    from dicom_node.train_command import add_evaluate_arguments, run_evaluate
+    from dicom_node.cli.train import add_evaluate_arguments, run_evaluate
 
     parser = argparse.ArgumentParser()
     add_evaluate_arguments(parser)
-    args = parser.parse_args([str(models.default_weights_path()), str(SIEMENS), str(SIEMENS_SEG), "--json"])
+    args = parser.parse_args([str(default_weights_path()), str(SIEMENS), str(SIEMENS_SEG), "--json"])
     assert run_evaluate(args) == 0
     report = json.loads(capsys.readouterr().out)
     (name,) = report["series"]

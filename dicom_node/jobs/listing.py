@@ -1,0 +1,105 @@
+"""Reading jobs: what a job works on, and what ``dicom-node jobs`` shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dicom_node.db.models import Instance, Job, JobState, Series, Study
+from dicom_node.jobs.kinds import JobKind
+from dicom_node.uids import short_hash
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """What a handler needs to know about its job; ``label`` names it without patient data."""
+
+    job_id: int
+    kind: JobKind
+    version: int
+    attempt: int
+    series_instance_uid: str  # "" for a retraining round
+    paths: list[Path]
+
+    @property
+    def label(self) -> str:
+        if not self.series_instance_uid:
+            return f"retrain-r{self.version}"
+        return f"series-{short_hash(self.series_instance_uid)}-v{self.version}"
+
+
+def job_instance_paths(session: Session, job: Job) -> list[Path]:
+    """Every stored instance of the job's series up to this job's version."""
+    return [
+        Path(p)
+        for p in session.scalars(
+            select(Instance.path)
+            .where(Instance.series_id == job.series_id, Instance.job_id.is_not(None), Instance.job_id <= job.id)
+            .order_by(Instance.id)
+        )
+    ]
+
+
+def load_job_input(session: Session, job_id: int) -> JobInput:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} does not exist")
+    kind = JobKind(job.kind)
+    if job.series_id is None:  # a retraining round
+        return JobInput(job.id, kind, job.version, job.attempts, "", [])
+    series_uid = session.scalar(select(Series.series_instance_uid).where(Series.id == job.series_id))
+    return JobInput(job.id, kind, job.version, job.attempts, str(series_uid), job_instance_paths(session, job))
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """What ``dicom-node jobs`` shows: UIDs only, never patient data."""
+
+    id: int
+    series_instance_uid: str | None  # None for a retrain round
+    study_instance_uid: str | None
+    version: int
+    kind: str
+    state: str
+    attempts: int
+    instances: int
+    model_version: str | None
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    flow_run_id: str | None
+
+
+def list_jobs(session: Session, limit: int = 100, state: str | None = None) -> list[JobRow]:
+    query = (
+        select(Job, Series.series_instance_uid, Study.study_instance_uid)
+        .outerjoin(Series, Job.series_id == Series.id)
+        .outerjoin(Study, Series.study_id == Study.id)
+        .order_by(Job.id.desc())
+        .limit(limit)
+    )
+    if state:
+        query = query.where(Job.state == JobState(state))
+    return [
+        JobRow(
+            id=job.id,
+            series_instance_uid=series_uid,
+            study_instance_uid=study_uid,
+            version=job.version,
+            kind=job.kind,
+            state=job.state.value,
+            attempts=job.attempts,
+            instances=job.instance_count,
+            model_version=job.model_version,
+            error=job.error,
+            created_at=job.created_at.isoformat(),
+            started_at=job.started_at.isoformat() if job.started_at else None,
+            finished_at=job.finished_at.isoformat() if job.finished_at else None,
+            flow_run_id=job.flow_run_id,
+        )
+        for job, series_uid, study_uid in session.execute(query)
+    ]

@@ -1,0 +1,143 @@
+"""One series end to end, with no network and no database: load, segment, pseudocolor, SEG + SC.
+
+Every mode runs the same steps in the same order through :func:`process_series`: the node's
+plain dispatcher and ``dicom-node segment`` call the steps directly, the Prefect flow passes a
+``call`` that runs each one as a task. Output UIDs derive from ``uid_seed`` only, so re-running the
+same job rewrites the same objects under the same names instead of making duplicates.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from dicom_node.imaging.loading import MRSeries, load_series
+from dicom_node.imaging.postprocess import MIN_BRAIN_ML
+from dicom_node.imaging.preview import preview_image
+from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
+from dicom_node.outputs.common import Equipment
+from dicom_node.outputs.part10 import write_datasets
+from dicom_node.outputs.sc import build_sc_series
+from dicom_node.outputs.seg import build_segs
+
+if TYPE_CHECKING:  # the segmenter module imports torch: only its type is needed here
+    from dicom_node.imaging.segmenter import BrainMask, Segmenter
+
+T = TypeVar("T")
+#: Runs one named step: ``call(name, fn, *args)`` returns ``fn(*args)`` (a flow runs it as a task).
+StepCall = Callable[..., Any]
+
+
+def call_directly(_name: str, fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)
+
+
+@dataclass
+class SeriesResult:
+    """What processing one series produced; safe to log (no patient data, UIDs only hashed in ``log_name``)."""
+
+    series_instance_uid: str
+    log_name: str
+    seg_paths: list[Path]
+    sc_paths: list[Path]
+    n_slices: int
+    brain_volume_ml: float | None
+    seconds: dict[str, float]
+    model_name: str
+    model_version: str
+    notes: list[str] = field(default_factory=list)
+    preview: np.ndarray | None = None  # RGB montage of a few slices, when asked for
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+    def stats(self) -> dict[str, Any]:
+        """The numbers kept on the job row and shown on the dashboard: no patient data."""
+        return {
+            "slices": self.n_slices,
+            "brain_volume_ml": self.brain_volume_ml,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "model": f"{self.model_name} {self.model_version}",
+            "notes": self.notes,
+        }
+
+
+def uid_seed_for(series_instance_uid: str, job_version: int | str, model_version: str) -> str:
+    """The seed that makes a job's output UIDs reproducible: same job, same UIDs."""
+    return f"{series_instance_uid}:{job_version}:{model_version}"
+
+
+def host_equipment(segmenter: Segmenter) -> Equipment:
+    """dicom-node on this host (its name as device serial number) running the segmenter's model."""
+    return Equipment.for_model(segmenter.info, device_serial_number=platform.node()[:64] or "unknown")
+
+
+def _segment(segmenter: Segmenter, series: MRSeries, min_brain_ml: float) -> BrainMask:
+    return segmenter.segment(series, min_brain_ml)
+
+
+def _write_seg(series: MRSeries, brain: BrainMask, segmenter: Segmenter, made_by: Equipment, seed: str, out: Path) -> list[Path]:
+    return write_datasets(build_segs(series, brain.mask, segmenter.info, made_by, seed), out)
+
+
+def _write_sc(
+    series: MRSeries, rgb: np.ndarray, made_by: Equipment, seed: str, colors: PseudocolorSettings, out: Path
+) -> list[Path]:
+    return write_datasets(build_sc_series(series, rgb, made_by, seed, colors), out)
+
+
+def process_series(
+    source: MRSeries | Sequence[Path | str],
+    out_dir: Path | str,
+    segmenter: Segmenter,
+    uid_seed: str,
+    *,
+    equipment: Equipment | None = None,
+    pseudocolor_settings: PseudocolorSettings | None = None,
+    min_brain_ml: float = MIN_BRAIN_ML,
+    with_preview: bool = False,
+    call: StepCall = call_directly,
+) -> SeriesResult:
+    """Segment one series and write its SEG under ``out_dir/seg`` and SC images under ``out_dir/sc``.
+
+    Raises:
+        SeriesLoadError: the files cannot be segmented (not MR, colour, no pixel data, ...).
+        OutputBuildError: highdicom refused to build the SEG or SC.
+        OSError: the outputs could not be written.
+    """
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        result: T = call(name, fn, *args)
+        seconds[name] = time.perf_counter() - started
+        return result
+
+    colors = pseudocolor_settings or PseudocolorSettings()
+    made_by = equipment or host_equipment(segmenter)
+    root = Path(out_dir)
+    series = source if isinstance(source, MRSeries) else timed("load", load_series, list(source))
+    brain = timed("segment", _segment, segmenter, series, min_brain_ml)
+    rgb = timed("pseudocolor", pseudocolor, series.pixels, brain.mask, colors)
+    seg_paths = timed("build-seg", _write_seg, series, brain, segmenter, made_by, uid_seed, root / "seg")
+    sc_paths = timed("build-sc", _write_sc, series, rgb, made_by, uid_seed, colors, root / "sc")
+    return SeriesResult(
+        series_instance_uid=series.series_instance_uid,
+        log_name=series.log_name,
+        seg_paths=seg_paths,
+        sc_paths=sc_paths,
+        n_slices=series.n_slices,
+        brain_volume_ml=brain.volume_ml,
+        seconds=seconds,
+        model_name=segmenter.info.name,
+        model_version=segmenter.info.version,
+        notes=[*series.notes, *brain.notes],
+        preview=preview_image(series.pixels, brain.mask, rgb) if with_preview else None,
+    )
