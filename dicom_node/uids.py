@@ -6,6 +6,9 @@ import hashlib
 import re
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+# A UID-looking token in free text: three or more dotted numeric components, not part of a longer
+# number or word (so version strings like 1.2 and IP-like 3-part tokens inside words stay).
+_UID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z.])[0-9]+(?:\.[0-9]+){2,}(?![0-9A-Za-z])")
 
 
 class InvalidUID(ValueError):
@@ -41,3 +44,9 @@ def require_uid(value: object, name: str) -> str:
 def short_hash(uid: str, length: int = 10) -> str:
     """A stable, non-reversible stand-in for a UID in logs and names."""
     return hashlib.sha256(uid.encode()).hexdigest()[:length]
+
+
+def redact_uids(text: str) -> str:
+    """``text`` with every UID-looking token (dotted numbers, >= 3 parts, also inside file paths)
+    replaced by its :func:`short_hash`: UIDs embed dates and site identifiers."""
+    return _UID_IN_TEXT.sub(lambda m: short_hash(m.group(0)), text)
