@@ -15,6 +15,7 @@ import socketserver
 import ssl
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +132,27 @@ def handle_open(event: Event, limits: Limits) -> None:
     install(event.assoc, limits)
 
 
-def handle_requested(event: Event, server: NodeServer, max_associations: int) -> None:
-    """Reject (transient, local limit exceeded) once ``max_associations`` are established."""
-    established = sum(1 for a in server.active_associations if a.is_established)
-    if established >= max_associations:
-        log.warning("rejected an association: %d already established (DICOM_NODE_MAX_ASSOCIATIONS)", established)
+class AssociationGate:
+    """Counts associations that negotiated; half-open connections never take a slot."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._admitted: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def admit(self, assoc: Any) -> bool:
+        with self._lock:
+            live = sum(1 for a in self._admitted if a.is_alive())
+            if live >= self.limit:
+                return False
+            self._admitted.add(assoc)
+            return True
+
+
+def handle_requested(event: Event, gate: AssociationGate) -> None:
+    """Reject (transient, local limit exceeded) once the gate's limit of associations is reached."""
+    if not gate.admit(event.assoc):
+        log.warning("rejected an association: %d already open (DICOM_NODE_MAX_ASSOCIATIONS)", gate.limit)
         event.assoc.acse.send_reject(0x02, 0x03, 0x02)
         event.assoc.kill()  # waits until the reject is sent, as pynetdicom does for its own rejects
 
@@ -169,7 +186,7 @@ def start_listener(settings: Settings, db: Database, ssl_context: Any = None) ->
     server = ae.make_server(
         (settings.host, settings.port), evt_handlers=handlers, server_class=NodeServer, request_handler=handler_class
     )
-    server.bind(evt.EVT_REQUESTED, handle_requested, [server, settings.max_associations])
+    server.bind(evt.EVT_REQUESTED, handle_requested, [AssociationGate(settings.max_associations)])
     connection_cap = settings.max_associations * CONNECTIONS_PER_ASSOCIATION
     allowed = set(settings.allowed_hosts)
 
