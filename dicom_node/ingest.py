@@ -75,8 +75,8 @@ def read_header(path: Path, expected_sop_instance: str | None = None, expected_s
     try:
         # Values over DEFER_BYTES (pixel data) stay on disk: a 300 MB instance costs no 300 MB here.
         ds = dcmread(path, force=False, defer_size=DEFER_BYTES)
-        _check_lengths(ds, path)
-        _check_complete(ds, path)
+        lengths = _check_lengths(ds, path)
+        _check_complete(ds, lengths)
     except InvalidDicomError as exc:
         raise IngestError(STATUS_CANNOT_UNDERSTAND, f"not a DICOM dataset: {exc}") from exc
     except IngestError:
@@ -106,17 +106,18 @@ def read_header(path: Path, expected_sop_instance: str | None = None, expected_s
     )
 
 
-def _check_lengths(ds, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _check_lengths(ds, path: Path) -> dict[int, int]:  # type: ignore[no-untyped-def]
     """Refuse an element whose declared length runs past the end of the file.
 
     pydicom reads such a value short without a word (a private element or PixelData declaring
     0xFFFFFFF0 bytes with a few KiB present), so the file would be kept as if it were whole. The
     top-level elements are walked raw (large values skipped, not read) and each declared length
-    is compared with what the file holds.
+    is compared with what the file holds. Returns the declared length of each top-level element.
     """
+    lengths: dict[int, int] = {}
     syntax = ds.file_meta.TransferSyntaxUID
     if syntax.is_deflated:
-        return  # the dataset is compressed as a whole; pydicom's inflate fails on truncation
+        return lengths  # the dataset is compressed as a whole; pydicom's inflate fails on truncation
     size = os.path.getsize(path)
     with open(path, "rb") as fp:
         fp.seek(_dataset_offset(fp))
@@ -130,6 +131,8 @@ def _check_lengths(ds, path: Path) -> None:  # type: ignore[no-untyped-def]
                     STATUS_CANNOT_UNDERSTAND,
                     f"element {elem.tag} declares {length} bytes but only {max(size - tell, 0)} follow (malformed length)",
                 )
+            lengths[int(elem.tag)] = int(length)
+    return lengths
 
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -149,7 +152,7 @@ def _dataset_offset(fp) -> int:  # type: ignore[no-untyped-def]
             pos += 8 + struct.unpack("<H", head[6:8])[0]
 
 
-def _check_complete(ds, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _check_complete(ds, lengths: dict[int, int]) -> None:  # type: ignore[no-untyped-def]
     """Refuse native pixel data whose size differs from what the header declares (truncation).
 
     Encapsulated (compressed) pixel data is parsed to its delimiter by pydicom, which fails on a
@@ -165,21 +168,12 @@ def _check_complete(ds, path: Path) -> None:  # type: ignore[no-untyped-def]
         raise IngestError(STATUS_CANNOT_UNDERSTAND, "pixel data without a usable Rows/Columns/BitsAllocated") from exc
     pixels = rows * cols * samples * frames
     expected = (pixels + 7) // 8 if bits == 1 else pixels * ((bits + 7) // 8)
-    actual = _value_length(ds, PIXEL_DATA)
+    actual = lengths[PIXEL_DATA] if PIXEL_DATA in lengths else len(ds.PixelData)
     if actual not in (expected, expected + 1):  # one pad byte keeps the value even
         raise IngestError(
             STATUS_CANNOT_UNDERSTAND,
             f"pixel data holds {actual} bytes but the header declares {expected} (truncated or inconsistent)",
         )
-
-
-def _value_length(ds, tag: int) -> int:  # type: ignore[no-untyped-def]
-    """The length of an element's value without reading a deferred value from disk."""
-    raw = ds.get_item(tag)
-    length = getattr(raw, "length", None)
-    if length is not None and getattr(raw, "value", None) is None:
-        return int(length)
-    return len(ds[tag].value)
 
 
 def _insert_ignore(conn: Connection | Session, model, values: dict, key: str) -> int:  # type: ignore[no-untyped-def]
