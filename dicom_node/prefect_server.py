@@ -8,6 +8,7 @@ restarts the server when it dies (every later job would fail with "Failed to rea
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -87,6 +88,13 @@ class EmbeddedPrefectServer:
                 "set DICOM_NODE_PREFECT_PORT to a free port, or stop that program"
             )
         self._spawn(timeout)
+        try:
+            crashed = self.mark_interrupted_runs()
+        except (OSError, ValueError) as exc:  # the dashboard shows stale runs; jobs are unaffected
+            log.warning("could not mark interrupted flow runs Crashed: %s", exc)
+            crashed = 0
+        if crashed:
+            log.warning("%d flow runs were left running by a node that stopped without finishing them: marked Crashed", crashed)
         self._stopping.clear()
         self._watchdog = threading.Thread(target=self._watch, args=(watch_s, timeout), name="prefect-watchdog", daemon=True)
         self._watchdog.start()
@@ -112,6 +120,34 @@ class EmbeddedPrefectServer:
                 self._terminate()
                 raise PrefectServerError(f"the Prefect server did not answer on port {self.port} within {timeout:.0f}s")
             time.sleep(0.5)
+
+    def _post(self, path: str, body: dict) -> object:
+        request = urllib.request.Request(
+            f"{self.api_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as rsp:
+            payload = rsp.read()
+        return json.loads(payload) if payload else None
+
+    def mark_interrupted_runs(self) -> int:
+        """Mark Crashed every flow run this server still has as Pending/Running/Cancelling.
+
+        Called when the node starts its server: flows run inside the node, so a run in such a
+        state belongs to a node process that is gone (kill -9, power cut) and will never report.
+        """
+        unfinished = {"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING", "CANCELLING"]}}}, "limit": 200}
+        crashed = {
+            "state": {"type": "CRASHED", "name": "Crashed", "message": "the node stopped during this run (found at its next start)"},
+            "force": True,
+        }
+        count = 0
+        while True:
+            runs = self._post("/flow_runs/filter", unfinished)
+            if not isinstance(runs, list) or not runs:
+                return count
+            for run in runs:
+                self._post(f"/flow_runs/{run['id']}/set_state", crashed)
+                count += 1
 
     def _watch(self, every_s: float, timeout: float) -> None:
         """Restart the server whenever its process is gone; jobs meanwhile fail and are retried."""
