@@ -157,11 +157,42 @@ def handle_requested(event: Event, gate: AssociationGate) -> None:
         event.assoc.kill()  # waits until the reject is sent, as pynetdicom does for its own rejects
 
 
-def handle_closed(event: Event, scratch: Path, timeout_s: float) -> None:
-    """A connection ended: partial files it left are removed once they are surely abandoned."""
-    timer = threading.Timer(timeout_s + 1.0, remove_orphans, args=(scratch, timeout_s))
-    timer.daemon = True
-    timer.start()
+class OrphanSweeper:
+    """Removes partial files of associations that ended, once they are surely abandoned.
+
+    One timer at most: armed when a connection closes, it sweeps ``scratch`` after the network
+    timeout and re-arms while files remain (they may belong to later aborts, or be in progress).
+    """
+
+    def __init__(self, scratch: Path, idle_s: float) -> None:
+        self.scratch = scratch
+        self.idle_s = idle_s
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        with self._lock:
+            if self._timer is None:
+                self._timer = threading.Timer(self.idle_s + 1.0, self._sweep)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _sweep(self) -> None:
+        removed = remove_orphans(self.scratch, self.idle_s)
+        if removed:
+            log.info("removed %d partial files of associations that ended", removed)
+        with self._lock:
+            self._timer = None
+        try:
+            leftovers = any(self.scratch.iterdir())
+        except OSError:
+            leftovers = False
+        if leftovers:
+            self.arm()
+
+
+def handle_closed(event: Event, sweeper: OrphanSweeper) -> None:
+    sweeper.arm()
 
 
 def start_listener(settings: Settings, db: Database, ssl_context: Any = None) -> NodeServer:
@@ -178,7 +209,7 @@ def start_listener(settings: Settings, db: Database, ssl_context: Any = None) ->
     limits = Limits(max_pdu=settings.max_pdu, min_free_bytes=settings.min_free_bytes, scratch=scratch)
     handlers = [
         (evt.EVT_CONN_OPEN, handle_open, [limits]),
-        (evt.EVT_CONN_CLOSE, handle_closed, [scratch, settings.network_timeout_s]),
+        (evt.EVT_CONN_CLOSE, handle_closed, [OrphanSweeper(scratch, settings.network_timeout_s)]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [db, settings]),
     ]
