@@ -66,7 +66,11 @@ class Settings(BaseSettings):
     export_backoff_max_s: float = Field(300.0, gt=0)
     job_max_attempts: int = Field(3, ge=1)
     poll_interval_s: float = Field(1.0, gt=0, description="tracker and dispatcher tick")
-    max_pdu: int = Field(0, ge=0, description="0 = unlimited")
+    max_pdu: int = Field(
+        262144, ge=0, description="largest PDU received (bytes): bounds memory per association; 0 = unlimited"
+    )
+    max_associations: int = Field(32, ge=1, description="negotiated associations at once; more get a transient reject")
+    network_timeout_s: float = Field(60.0, gt=0, description="a silent peer (mid-PDU, handshake or idle) is dropped after it")
     flows: Literal["embedded", "distributed", "off"] = Field(
         "embedded",
         description="embedded: a local Prefect server, flows in this process; distributed: submit to "

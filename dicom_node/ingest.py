@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import data_element_generator
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -31,6 +33,10 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_DATASET_MISMATCH = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC210
 STATUS_PROCESSING_FAILURE = 0xC211
+
+DEFER_BYTES = 1024 * 1024
+UNDEFINED_LENGTH = 0xFFFFFFFF
+PIXEL_DATA = 0x7FE00010
 
 _HEADER_TAGS = [
     "SOPClassUID",
@@ -67,8 +73,10 @@ def read_header(path: Path, expected_sop_instance: str | None = None, expected_s
     or mismatching UIDs.
     """
     try:
-        ds = dcmread(path, force=False)
-        _check_complete(ds, path)
+        # Values over DEFER_BYTES (pixel data) stay on disk: a 300 MB instance costs no 300 MB here.
+        ds = dcmread(path, force=False, defer_size=DEFER_BYTES)
+        lengths = _check_lengths(ds, path)
+        _check_complete(ds, lengths)
     except InvalidDicomError as exc:
         raise IngestError(STATUS_CANNOT_UNDERSTAND, f"not a DICOM dataset: {exc}") from exc
     except IngestError:
@@ -98,7 +106,53 @@ def read_header(path: Path, expected_sop_instance: str | None = None, expected_s
     )
 
 
-def _check_complete(ds, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _check_lengths(ds, path: Path) -> dict[int, int]:  # type: ignore[no-untyped-def]
+    """Refuse an element whose declared length runs past the end of the file.
+
+    pydicom reads such a value short without a word (a private element or PixelData declaring
+    0xFFFFFFF0 bytes with a few KiB present), so the file would be kept as if it were whole. The
+    top-level elements are walked raw (large values skipped, not read) and each declared length
+    is compared with what the file holds. Returns the declared length of each top-level element.
+    """
+    lengths: dict[int, int] = {}
+    syntax = ds.file_meta.TransferSyntaxUID
+    if syntax.is_deflated:
+        return lengths  # the dataset is compressed as a whole; pydicom's inflate fails on truncation
+    size = os.path.getsize(path)
+    with open(path, "rb") as fp:
+        fp.seek(_dataset_offset(fp))
+        elements = data_element_generator(fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=DEFER_BYTES)
+        for elem in elements:
+            length, tell = getattr(elem, "length", None), getattr(elem, "value_tell", None)
+            if length is None or tell is None or length == UNDEFINED_LENGTH:
+                continue
+            if tell + length > size:
+                raise IngestError(
+                    STATUS_CANNOT_UNDERSTAND,
+                    f"element {elem.tag} declares {length} bytes but only {max(size - tell, 0)} follow (malformed length)",
+                )
+            lengths[int(elem.tag)] = int(length)
+    return lengths
+
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _dataset_offset(fp) -> int:  # type: ignore[no-untyped-def]
+    """Where the dataset starts: after the preamble and the File Meta group (explicit VR LE)."""
+    pos = 132
+    while True:
+        fp.seek(pos)
+        head = fp.read(8)
+        if len(head) < 8 or struct.unpack("<H", head[:2])[0] != 0x0002:
+            return pos
+        if head[4:6] in _LONG_VRS:
+            pos += 12 + struct.unpack("<I", fp.read(4))[0]
+        else:
+            pos += 8 + struct.unpack("<H", head[6:8])[0]
+
+
+def _check_complete(ds, lengths: dict[int, int]) -> None:  # type: ignore[no-untyped-def]
     """Refuse native pixel data whose size differs from what the header declares (truncation).
 
     Encapsulated (compressed) pixel data is parsed to its delimiter by pydicom, which fails on a
@@ -114,7 +168,7 @@ def _check_complete(ds, path: Path) -> None:  # type: ignore[no-untyped-def]
         raise IngestError(STATUS_CANNOT_UNDERSTAND, "pixel data without a usable Rows/Columns/BitsAllocated") from exc
     pixels = rows * cols * samples * frames
     expected = (pixels + 7) // 8 if bits == 1 else pixels * ((bits + 7) // 8)
-    actual = len(ds.PixelData)
+    actual = lengths[PIXEL_DATA] if PIXEL_DATA in lengths else len(ds.PixelData)
     if actual not in (expected, expected + 1):  # one pad byte keeps the value even
         raise IngestError(
             STATUS_CANNOT_UNDERSTAND,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,3 +127,23 @@ def free_bytes(path: Path) -> int:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return shutil.disk_usage(probe).free
+
+
+def remove_orphans(scratch: Path, idle_s: float) -> int:
+    """Delete files in ``scratch`` untouched for ``idle_s`` seconds: partial instances of
+    associations that ended. A live association writes each PDU as it arrives and is dropped by
+    the network timeout once it stops, so a file this old has no writer and was never acknowledged."""
+    count = 0
+    cutoff = time.time() - idle_s
+    try:
+        entries = list(os.scandir(scratch))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                count += 1
+        except OSError:
+            pass
+    return count

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 from dicom_node.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def server_context(settings: Settings) -> ssl.SSLContext | None:
@@ -17,6 +20,11 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.tls_ca:
         context.load_verify_locations(settings.tls_ca)
         context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        log.warning(
+            "DICOM TLS without DICOM_NODE_TLS_CA: traffic is encrypted but any client is accepted "
+            "(no client certificate is asked for); set DICOM_NODE_TLS_CA to admit only certificates it signed"
+        )
     return context
 
 

@@ -6,6 +6,10 @@ import hashlib
 import re
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+# A UID-looking token in free text, not part of a longer number or word: four or more dotted
+# numeric components, or three with a long last one (2.25.<UUID as an integer>). Version strings
+# such as 1.2.0 (model versions in job messages) stay readable.
+_UID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z.])(?:[0-9]+(?:\.[0-9]+){3,}|[0-9]+\.[0-9]+\.[0-9]{6,})(?![0-9A-Za-z])")
 
 
 class InvalidUID(ValueError):
@@ -43,11 +47,7 @@ def short_hash(uid: str, length: int = 10) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:length]
 
 
-# A dotted run of at least four numeric components: UIDs, also inside file paths and messages.
-# Dates (20261130) and versions (1.2.0) have fewer components and stay readable.
-_UID_IN_TEXT = re.compile(r"(?<![\w.])[0-9]+(?:\.[0-9]+){3,}(?![\w])")
-
-
 def redact_uids(text: str) -> str:
-    """``text`` with every UID replaced by ``uid-<short hash>`` (UIDs can carry dates and sites)."""
-    return _UID_IN_TEXT.sub(lambda m: f"uid-{short_hash(m.group(0))}", text)
+    """``text`` with every UID-looking token (dotted numbers, >= 3 parts, also inside file paths)
+    replaced by its :func:`short_hash`: UIDs embed dates and site identifiers."""
+    return _UID_IN_TEXT.sub(lambda m: short_hash(m.group(0)), text)

@@ -1,0 +1,72 @@
+"""The embedded Prefect server: a taken port stops the node from starting; a dead server comes back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dicom_node.runtime.prefect_server import EmbeddedPrefectServer, PrefectServerError
+from tests.conftest import free_port, wait_until
+
+
+def test_a_port_in_use_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as other:  # a second node, or any program, already on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        server = EmbeddedPrefectServer(tmp_path / "prefect", other.getsockname()[1])
+        with pytest.raises(PrefectServerError, match="DICOM_NODE_PREFECT_PORT"):
+            server.start(timeout=30)
+    assert server.proc is None  # nothing was started
+
+
+def test_a_killed_server_is_restarted(tmp_path: Path) -> None:
+    server = EmbeddedPrefectServer(tmp_path / "prefect", free_port())
+    server.start(timeout=180, watch_s=1)
+    try:
+        assert server.proc is not None
+        first = server.proc.pid
+        os.killpg(first, signal.SIGKILL)
+        wait_until(lambda: server.restarts == 1 and server.healthy(), timeout=180, interval=1, what="Prefect restarted")
+        assert server.proc.pid != first
+    finally:
+        server.stop()
+
+
+def _post(server: EmbeddedPrefectServer, path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{server.api_url}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as rsp:
+        return json.loads(rsp.read())
+
+
+def _get(server: EmbeddedPrefectServer, path: str) -> dict:
+    with urllib.request.urlopen(f"{server.api_url}{path}", timeout=30) as rsp:
+        return json.loads(rsp.read())
+
+
+def test_a_run_left_running_by_a_killed_node_is_marked_crashed_at_the_next_start(tmp_path: Path) -> None:
+    home, port = tmp_path / "prefect", free_port()
+    first = EmbeddedPrefectServer(home, port)
+    first.start(timeout=180, watch_s=3600)  # no restart: this server stays dead
+    try:
+        flow = _post(first, "/flows/", {"name": "process-series"})
+        run = _post(first, "/flow_runs/", {"flow_id": flow["id"], "name": "series-abc", "state": {"type": "RUNNING", "name": "Running"}})
+        done = _post(first, "/flow_runs/", {"flow_id": flow["id"], "name": "series-def", "state": {"type": "COMPLETED", "name": "Completed"}})
+    finally:
+        assert first.proc is not None
+        os.killpg(first.proc.pid, signal.SIGKILL)  # the node (and with it its server) killed mid-flow
+        first.proc.wait(timeout=30)
+        first.stop()
+    second = EmbeddedPrefectServer(home, port)
+    second.start(timeout=180)
+    try:
+        assert _get(second, f"/flow_runs/{run['id']}")["state"]["type"] == "CRASHED"
+        assert _get(second, f"/flow_runs/{done['id']}")["state"]["type"] == "COMPLETED"
+    finally:
+        second.stop()
