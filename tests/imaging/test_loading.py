@@ -25,7 +25,7 @@ def positions(series) -> np.ndarray:
         ("sag-t1-philips-ingenia", (170, 256, 256), 170),
         ("enhanced-t1-siemens-xa30", (96, 128, 128), 96),
         ("t1-phantom-ge-signa", (130, 256, 256), 130),
-        ("epi-ge-discovery", (150, 64, 64), 15),
+        ("epi-ge-discovery", (15, 64, 64), 15),  # volume 1 of 10
     ],
 )
 def test_real_series_load_sorted_along_the_normal(load_named, folder, shape, n_positions):
@@ -54,8 +54,9 @@ def test_ge_files_without_dcm_extension_are_found(shared_data):
     assert any(not p.name.endswith(".dcm") for p in paths)
 
 
-def test_epi_time_series_keeps_every_instance_position_major(load_named):
-    series = load_named("epi-ge-discovery")
+def test_epi_time_series_keeps_every_instance_position_major_when_asked(shared_data):
+    paths = scan_folder(shared_data / "dicom" / "epi-ge-discovery").series.popitem()[1]
+    series = load_series(paths, all_volumes=True)
     along = positions(series)
     values, counts = np.unique(along, return_counts=True)
     assert len(values) == 15 and set(counts) == {10}
@@ -63,6 +64,21 @@ def test_epi_time_series_keeps_every_instance_position_major(load_named):
     # within one position, time points follow instance number
     first = [int(pydicom.dcmread(s.path, stop_before_pixels=True).InstanceNumber) for s in series.slices[:10]]
     assert first == sorted(first)
+
+
+def test_epi_time_series_loads_its_first_volume_with_a_note(load_named):
+    series = load_named("epi-ge-discovery")
+    assert series.n_slices == series.n_positions == 15
+    kept = {s.path for s in series.slices}
+    everything = set(scan_folder(series.slices[0].path.parent).series.popitem()[1])
+    numbers = [int(h.InstanceNumber) for h in series.datasets]
+    others = [int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber) for p in everything - kept]
+    # the first image in acquisition order at each position: the 15 lowest instance numbers of 150
+    assert len(numbers) == 15 and len(others) == 135 and max(numbers) < min(others)
+    assert series.notes == [
+        "Repeated slice positions: 10 volumes of 15 positions, as in fMRI or diffusion; "
+        "volume 1 (first in acquisition order) is segmented, 135 images left out."
+    ]
 
 
 def test_enhanced_multiframe_uses_per_frame_geometry(load_named):
