@@ -26,6 +26,7 @@ from dicom_node.outputs.common import (
     OutputBuildError,
     derive_uid,
     derived_series_number,
+    valid_source,
 )
 
 _PERSON_NAME_WARNING = ".*unlikely to represent the intended person name.*"
@@ -77,7 +78,7 @@ def build_sc_series(
             # highdicom's person-name warning quotes the patient's name: keep it out of logs
             warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
             template = hd.sc.SCImage.from_ref_dataset(
-                ref_dataset=headers[first.sop_instance_uid],
+                ref_dataset=valid_source(headers[first.sop_instance_uid])[0],
                 pixel_array=rgb[0],
                 photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
                 bits_allocated=8,
@@ -98,6 +99,8 @@ def build_sc_series(
     template.DeviceSerialNumber = equipment.device_serial_number
     template.SeriesDescription = "Brain pseudocolor"
     template.DerivationDescription = description[:1024]
+    template.SeriesDate = template.ContentDate  # when the series was made; PACS file it by date
+    template.SeriesTime = template.ContentTime
     template.BurnedInAnnotation = "NO"
     template.ImageLaterality = "U"  # the brain is unpaired; dciodvfy requires a laterality on SC
     del template.PixelData  # each image gets its own below (VR OB: 8 bits allocated, PS3.5 8.2)

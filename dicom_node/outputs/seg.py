@@ -28,6 +28,7 @@ from dicom_node.outputs.common import (
     OutputBuildError,
     derive_uid,
     derived_series_number,
+    valid_source,
 )
 from dicom_node.uids import short_hash
 
@@ -80,6 +81,7 @@ def build_segs(
     description = segment_description(model)
     segs = []
     for k, (sources, frames) in enumerate(_stacks(series, mask)):
+        sources = [valid_source(sources[0])[0], *sources[1:]]  # highdicom copies patient and study from the first
         try:
             with warnings.catch_warnings():
                 # highdicom's person-name warning quotes the patient's name: keep it out of logs
@@ -104,6 +106,7 @@ def build_segs(
         except (ValueError, TypeError, AttributeError) as exc:
             raise OutputBuildError(f"SEG for {series.log_name} could not be built: {exc}") from exc
         _drop_empty_copied_sequences(seg)
+        _complete_header(seg)
         seg.SeriesDescription = f"Brain SEG {model.name} {model.version}"[:64]
         segs.append(seg)
     return segs
@@ -152,6 +155,25 @@ def _shared_orientation(headers: list[Dataset]) -> dict[str, Dataset]:
             header.ImageOrientationPatient = reference
         result[str(header.SOPInstanceUID)] = header
     return result
+
+
+# Copied from the source by highdicom but not in the Segmentation IOD (PS3.3 A.51).
+_NOT_IN_SEG_IOD = ("RequestingService",)
+
+
+def _complete_header(seg: Dataset) -> None:
+    """Series date and time (when the SEG was made), ContentCreatorName, nothing outside the IOD.
+
+    PACS file a series without SeriesDate under "?"; ContentCreatorName is Type 2 in the
+    Segmentation Image module (no person made this one, so it is empty).
+    """
+    seg.SeriesDate = seg.ContentDate
+    seg.SeriesTime = seg.ContentTime
+    if "ContentCreatorName" not in seg:
+        seg.ContentCreatorName = None
+    for keyword in _NOT_IN_SEG_IOD:
+        if keyword in seg:
+            delattr(seg, keyword)
 
 
 def _drop_empty_copied_sequences(seg: Dataset) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from dicom_node.imaging.loading import load_series, scan_folder
 from dicom_node.imaging.network import ArchSpec, ModelInfo
 from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
 from dicom_node.outputs.common import Equipment, derived_series_number
@@ -75,8 +76,15 @@ def test_uids_are_deterministic_per_seed(load_named):
     assert all(pydicom.uid.UID(s.SOPInstanceUID).is_valid for s in first)
 
 
-def test_epi_time_series_gets_one_seg_per_time_point(load_named, tmp_path):
-    series = load_named("epi-ge-discovery")
+def test_epi_time_series_gets_one_seg_by_default(load_named):
+    series = load_named("epi-ge-discovery")  # volume 1 of 10
+    (seg,) = build_segs(series, box_mask(series), MODEL, EQUIPMENT, "seed-epi")
+    assert {uid for uid, _ in frame_source_uids(seg)} <= {h.SOPInstanceUID for h in series.datasets}
+
+
+def test_epi_time_series_loaded_whole_gets_one_seg_per_time_point(shared_data, tmp_path):
+    paths = scan_folder(shared_data / "dicom" / "epi-ge-discovery").series.popitem()[1]
+    series = load_series(paths, all_volumes=True)
     segs = build_segs(series, box_mask(series), MODEL, EQUIPMENT, "seed-epi")
     assert len(segs) == 10 and len({s.SeriesInstanceUID for s in segs}) == 1
     referenced = set()
