@@ -15,13 +15,17 @@ Format (``DEFAULT_RULES`` is the default, written out in this form)::
           "name": "brain-mr",
           "conditions": {
             "Modality": "MR",
-            "ImageType": {"all_of": ["ORIGINAL"], "none_of": ["LOCALIZER", "DERIVED", "SECONDARY"]},
+            "ImageType": {"all_of": ["ORIGINAL"], "none_of": ["LOCALIZER", "DERIVED", "SECONDARY", "MOSAIC"]},
             "BodyPartExamined": {"regex": "HEAD|BRAIN|NEURO|SKULL|CRANIUM", "missing": "pass"}
           },
           "series": {"single_orientation": true, "min_slices": 10}
         }
       ]
     }
+
+The defaults skip Siemens mosaics (EPI fMRI, diffusion): the loader cuts them into slices, but a
+SEG frame must match its source image's matrix, so a SEG of tiles cannot reference the mosaic
+image; a site that wants them segmented removes ``MOSAIC`` once the outputs can reference tiles.
 
 A condition is keyed by a DICOM keyword and its value is one of:
 
@@ -59,7 +63,7 @@ DEFAULT_RULES: dict[str, Any] = {
             "name": "brain-mr",
             "conditions": {
                 "Modality": "MR",
-                "ImageType": {"all_of": ["ORIGINAL"], "none_of": ["LOCALIZER", "DERIVED", "SECONDARY"]},
+                "ImageType": {"all_of": ["ORIGINAL"], "none_of": ["LOCALIZER", "DERIVED", "SECONDARY", "MOSAIC"]},
                 "BodyPartExamined": {"regex": "HEAD|BRAIN|NEURO|SKULL|CRANIUM", "missing": "pass"},
             },
             "series": {"single_orientation": True, "min_slices": 10},
