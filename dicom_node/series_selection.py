@@ -15,7 +15,7 @@ Format (``DEFAULT_RULES`` is the default, written out in this form)::
           "name": "brain-mr",
           "conditions": {
             "Modality": "MR",
-            "ImageType": {"all_of": ["ORIGINAL"], "none_of": ["LOCALIZER", "DERIVED", "SECONDARY", "MOSAIC"]},
+            "ImageType": {"all_of": ["ORIGINAL"], "none_of": ["LOCALIZER", "DERIVED", "SECONDARY"]},
             "BodyPartExamined": {"regex": "HEAD|BRAIN|NEURO|SKULL|CRANIUM", "missing": "pass"}
           },
           "series": {"single_orientation": true, "min_slices": 10}
@@ -23,9 +23,10 @@ Format (``DEFAULT_RULES`` is the default, written out in this form)::
       ]
     }
 
-The defaults skip Siemens mosaics (EPI fMRI, diffusion): the loader cuts them into slices, but a
-SEG frame must match its source image's matrix, so a SEG of tiles cannot reference the mosaic
-image; a site that wants them segmented removes ``MOSAIC`` once the outputs can reference tiles.
+Time series and mosaics are selected: the loader keeps one volume and cuts Siemens mosaics into
+slices, and the outputs reference the mosaic image in its own layout. A site that wants no fMRI or
+diffusion results adds e.g. ``"none_of": [..., "MOSAIC", "DIFFUSION"]`` or a SeriesDescription
+``not_regex``.
 
 A condition is keyed by a DICOM keyword and its value is one of:
 
@@ -63,7 +64,7 @@ DEFAULT_RULES: dict[str, Any] = {
             "name": "brain-mr",
             "conditions": {
                 "Modality": "MR",
-                "ImageType": {"all_of": ["ORIGINAL"], "none_of": ["LOCALIZER", "DERIVED", "SECONDARY", "MOSAIC"]},
+                "ImageType": {"all_of": ["ORIGINAL"], "none_of": ["LOCALIZER", "DERIVED", "SECONDARY"]},
                 "BodyPartExamined": {"regex": "HEAD|BRAIN|NEURO|SKULL|CRANIUM", "missing": "pass"},
             },
             "series": {"single_orientation": True, "min_slices": 10},

@@ -27,7 +27,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from dicom_node.imaging.mosaic import mosaic_tile_count, split_mosaic
+from dicom_node.imaging.mosaic import assemble_mosaic, mosaic_tile_count, split_mosaic
 from dicom_node.uids import short_hash
 
 ENHANCED_MR_SOP_CLASSES = frozenset(
@@ -533,3 +533,26 @@ def _header_only(ds: Dataset) -> Dataset:
     header.set_original_encoding(*ds.original_encoding, ds.original_character_set)
     header.preamble = getattr(ds, "preamble", None)
     return header
+
+
+def per_source_image(series: MRSeries, array: np.ndarray) -> list[tuple[SliceInfo, np.ndarray]]:
+    """``array`` (one entry per slice of ``series``) as (slice, data) per source image.
+
+    For most series that is each slice as it is. The tiles of a Siemens mosaic are put back into
+    their mosaic, one entry per mosaic image (its first tile's slice, without the tile number),
+    so that SEG frames and SC images match the image they reference pixel for pixel.
+    """
+    if not series.is_mosaic:
+        return list(zip(series.slices, array))
+    headers = {str(ds.SOPInstanceUID): ds for ds in series.datasets}
+    by_image: dict[str, list[int]] = {}
+    for index, info in enumerate(series.slices):
+        by_image.setdefault(info.sop_instance_uid, []).append(index)
+    result = []
+    for uid, indices in by_image.items():
+        header = headers[uid]
+        shape = (int(header.Rows), int(header.Columns))
+        numbers = [series.slices[i].mosaic_tile or 0 for i in indices]
+        first = series.slices[indices[numbers.index(min(numbers))]]
+        result.append((replace(first, mosaic_tile=None), assemble_mosaic(array[indices], numbers, shape)))
+    return result

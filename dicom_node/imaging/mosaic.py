@@ -154,3 +154,21 @@ def _unsigned(value: object) -> int:
         return int(value[0])  # type: ignore[index]
     except TypeError:
         return int(value)  # type: ignore[arg-type]
+
+
+def assemble_mosaic(tiles: np.ndarray, tile_numbers: list[int], mosaic_shape: tuple[int, int]) -> np.ndarray:
+    """Tiles (``(n, rows, cols, ...)``, 1-based ``tile_numbers``) put back into their mosaic grid.
+
+    The outputs of a mosaic are made in the mosaic's own layout: a SEG frame or an SC image must
+    match its source image pixel for pixel, and the source image is the mosaic. Tiles not given
+    stay zero (background).
+    """
+    rows, cols = tiles.shape[1:3]
+    grid_rows, grid_cols = mosaic_shape[0] // rows, mosaic_shape[1] // cols
+    out = np.zeros((*mosaic_shape, *tiles.shape[3:]), dtype=tiles.dtype)
+    for tile, number in zip(tiles, tile_numbers):
+        r, c = divmod(number - 1, grid_cols)
+        if r >= grid_rows:
+            raise ValueError(f"tile {number} lies outside a {grid_rows}x{grid_cols} mosaic grid")
+        out[r * rows : (r + 1) * rows, c * cols : (c + 1) * cols] = tile
+    return out

@@ -1,6 +1,8 @@
 """The binary DICOM SEG of the brain, built with highdicom.
 
-One SEG instance per stack of distinct positions. A plain series gives exactly one. highdicom (and
+One SEG instance per stack of distinct positions. A plain series gives exactly one, and so does a
+series loaded as one volume (the default, ``load_series``); a Siemens mosaic gives one per mosaic
+image, in the mosaic's layout. highdicom (and
 the SEG IOD's plane-position dimension) does not allow two frames at the same position, so a time
 series (e.g. fMRI, 15 positions x 10 time points) gets one SEG instance per time point, all in
 one SEG series: every source instance is referenced by exactly one SEG frame.
@@ -20,7 +22,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from dicom_node.imaging.loading import MRSeries, position_key
+from dicom_node.imaging.loading import MRSeries, per_source_image, position_key
 from dicom_node.imaging.network import ModelInfo
 from dicom_node.outputs.common import (
     SEG_SERIES_OFFSET,
@@ -113,7 +115,14 @@ def build_segs(
 
 
 def _stacks(series: MRSeries, mask: np.ndarray) -> list[tuple[list[Dataset], np.ndarray]]:
-    """(source datasets, mask frames) per SEG instance, in the order highdicom expects."""
+    """(source datasets, mask frames) per SEG instance, in the order highdicom expects.
+
+    A Siemens mosaic gets one SEG instance per mosaic image, its frame in the mosaic's layout
+    (the tiles are not images of their own to reference).
+    """
+    if series.is_mosaic:
+        shared_headers = _shared_orientation(series.datasets)
+        return [([shared_headers[info.sop_instance_uid]], frame[None]) for info, frame in per_source_image(series, mask)]
     if series.is_multiframe:
         stacks = []
         for header in series.datasets:

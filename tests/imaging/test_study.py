@@ -118,7 +118,9 @@ def test_the_unusable_instance_is_left_out_and_named_by_hash(outcomes: dict[str,
     assert note.startswith("Left out instance ") and str(outcome.series.folder) not in note
 
 
-@pytest.mark.parametrize("name", ["t1-siemens-skyra", "t1-uih-stars", "t1-one-unusable", "epi-fmri-ge"])
+@pytest.mark.parametrize(
+    "name", ["t1-siemens-skyra", "t1-uih-stars", "t1-one-unusable", "epi-fmri-ge", "b0-mosaic-siemens-prisma", "bold-mosaic-siemens-triotim"]
+)
 def test_selected_heads_give_valid_seg_and_sc(outcomes: dict[str, Outcome], segmenter: Segmenter, name: str, tmp_path: Path) -> None:
     outcome = outcomes[name]
     assert outcome.loaded is not None and outcome.brain is not None
@@ -127,7 +129,9 @@ def test_selected_heads_give_valid_seg_and_sc(outcomes: dict[str, Outcome], segm
     (seg,) = build_segs(outcome.loaded, outcome.brain.mask, info, equipment, f"seed-{name}")
     settings = PseudocolorSettings()
     images = build_sc_series(outcome.loaded, pseudocolor(outcome.loaded.pixels, outcome.brain.mask, settings), equipment, f"seed-{name}", settings)
-    assert len(images) == outcome.loaded.n_slices
+    mosaic = outcome.loaded.is_mosaic
+    assert len(images) == (1 if mosaic else outcome.loaded.n_slices)  # a mosaic: one image in its own layout
+    assert (seg.Rows, seg.Columns) == (outcome.loaded.datasets[0].Rows, outcome.loaded.datasets[0].Columns)
     for dataset in (seg, images[0]):
         path = write_dataset(dataset, tmp_path)
         assert dciodvfy_errors(path) == []
