@@ -87,6 +87,19 @@ def heudiconv_wheel(cache: Path = CACHE) -> Path:
     return path
 
 
+def heudiconv_data(cache: Path = CACHE) -> Path:
+    """heudiconv's ``tests/data`` folder (the mosaics and a phase map), extracted from the pinned wheel."""
+    wheel = heudiconv_wheel(cache)
+    root = cache / "heudiconv-1.5.1"
+    wanted = ("axasc35.dcm", "b0dwiForFmap/", "01-fmap_acq-3mm/")
+    if not all((root / HEUDICONV_DATA / name).exists() for name in wanted):
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                if member.startswith(HEUDICONV_DATA) and any(name in member for name in wanted):
+                    archive.extract(member, root)
+    return root / HEUDICONV_DATA
+
+
 def build_study(dest: Path, cache: Path = CACHE) -> list[StudySeries]:
     """Write the whole study under ``dest`` (one folder per series) and return its series."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -94,14 +107,7 @@ def build_study(dest: Path, cache: Path = CACHE) -> list[StudySeries]:
     dicom = SHARED_DATA / "dicom"
     if not dicom.is_dir():
         raise RuntimeError(f"shared data not found at {dicom}: CI puts ../shared beside the clone")
-    wheel = heudiconv_wheel(cache)
-    mosaics = cache / "heudiconv-1.5.1"
-    if not (mosaics / HEUDICONV_DATA / "axasc35.dcm").exists():
-        with zipfile.ZipFile(wheel) as archive:
-            for member in archive.namelist():
-                if member.startswith(HEUDICONV_DATA) and (member.endswith("axasc35.dcm") or "b0dwiForFmap/" in member):
-                    archive.extract(member, mosaics)
-    data = mosaics / HEUDICONV_DATA
+    data = heudiconv_data(cache)
     skyra = sorted((dicom / "sag-t1-siemens-skyra").glob("*.dcm"))
     out: list[StudySeries] = []
 
