@@ -215,9 +215,13 @@ def load_series(paths: Iterable[Path | str], all_volumes: bool = False) -> MRSer
         try:
             ds = _read_full(path)
         except SeriesLoadError as exc:
-            refusals.append((exc, "a file could not be read as DICOM"))
+            refusals.append((exc, "a file that could not be read as DICOM"))
             continue
         uid = str(ds.get("SeriesInstanceUID", ""))
+        if not uid or "SOPInstanceUID" not in ds:
+            refusals.append((SeriesLoadError(f"File {path} is not a DICOM image (no Series or SOP Instance UID)."),
+                             "a file that is not a DICOM image (no UIDs)"))
+            continue
         if series_uid is None:
             series_uid, first = uid, ds
         elif uid != series_uid:

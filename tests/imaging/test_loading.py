@@ -12,6 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicom_node.imaging.loading import SeriesLoadError, load_folder, load_series, position_key, scan_folder
+from dicom_node.uids import short_hash
 
 
 def positions(series) -> np.ndarray:
@@ -184,3 +185,104 @@ def test_folder_of_only_non_dicom_files(tmp_path):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(SeriesLoadError, match="does not exist"):
         scan_folder(tmp_path / "nope")
+
+
+# ---- Siemens mosaics (real files from the heudiconv wheel) ----------------------------------
+
+@pytest.fixture(scope="module")
+def heudiconv():  # type: ignore[no-untyped-def]
+    from tests.study import heudiconv_data
+
+    try:
+        return heudiconv_data()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.mark.parametrize(("files", "shape", "note"), [
+    ("axasc35.dcm", (35, 64, 64), "Siemens mosaic: 35 slices of 64x64 cut from each 384x384 image"),
+    ("b0dwiForFmap/*.dcm", (81, 152, 150), "Repeated slice positions: 3 volumes of 81 positions"),
+])
+def test_mosaics_are_cut_into_slices_where_nibabel_puts_them(heudiconv, files, shape, note):
+    import warnings
+
+    from nibabel.nicom import dicomwrappers
+
+    paths = sorted(heudiconv.glob(files))
+    series = load_series(paths)
+    assert series.pixels.shape == shape and series.is_mosaic
+    assert any(n.startswith(note) for n in series.notes), series.notes
+    first = min(paths, key=lambda p: int(pydicom.dcmread(p, stop_before_pixels=True).AcquisitionNumber))
+    assert {s.path for s in series.slices} == {first}  # volume 1: the first acquisition
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
+        wrapper = dicomwrappers.wrapper_from_data(pydicom.dcmread(first))
+        reference = wrapper.get_data()
+    order = sorted(range(series.n_slices), key=lambda i: series.slices[i].mosaic_tile)
+    for index in order:
+        tile = series.slices[index].mosaic_tile - 1
+        np.testing.assert_allclose(series.pixels[index], reference[:, :, tile])
+        expected = (wrapper.affine @ [0, 0, tile, 1])[:3]
+        np.testing.assert_allclose(series.slices[index].position, expected, atol=1e-3)
+    assert [s.mosaic_tile for s in series.slices] == sorted(s.mosaic_tile for s in series.slices)  # tiles go along the normal
+
+
+def test_a_mosaic_without_its_tile_count_is_one_image(heudiconv, tmp_path):
+    ds = pydicom.dcmread(heudiconv / "axasc35.dcm")
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]  # not marked MOSAIC: loaded as the image it is
+    path = tmp_path / "plain.dcm"
+    ds.save_as(path)
+    assert load_series([path]).pixels.shape == (1, 384, 384)
+
+
+# ---- one unusable instance does not fail the series ------------------------------------------
+
+def _copy(paths, folder):
+    folder.mkdir()
+    copies = []
+    for path in paths:
+        target = folder / path.name
+        shutil.copy(path, target)
+        copies.append(target)
+    return copies
+
+
+@pytest.mark.parametrize("damage", ["no pixel data", "truncated pixel data", "not DICOM", "another matrix", "not MR"])
+def test_one_unusable_instance_is_left_out_with_a_note(shared_data, tmp_path, damage):
+    source = sorted((shared_data / "dicom" / "sag-t1-siemens-skyra").glob("*.dcm"))[:20]
+    files = _copy(source, tmp_path / "series")
+    victim = files[7]
+    ds = pydicom.dcmread(victim)
+    uid = str(ds.SOPInstanceUID)
+    if damage == "no pixel data":
+        del ds.PixelData
+    elif damage == "truncated pixel data":
+        ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    elif damage == "another matrix":
+        ds.Rows, ds.Columns = 128, 128
+        ds.PixelData = ds.pixel_array[::2, ::2].tobytes()
+    elif damage == "not MR":
+        ds.Modality = "OT"
+    if damage == "not DICOM":
+        victim.write_bytes(b"not a DICOM file at all" * 10)
+    else:
+        ds.save_as(victim)
+    series = load_series(files)
+    assert series.n_slices == 19
+    assert uid not in {s.sop_instance_uid for s in series.slices}
+    (note,) = [n for n in series.notes if n.startswith("Left out")]
+    assert str(tmp_path) not in note and uid not in note  # no paths, no UIDs
+    if damage != "not DICOM":
+        assert short_hash(uid) in note
+
+
+def test_a_series_of_only_unusable_instances_still_fails(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    del ds.PixelData
+    paths = []
+    for index in range(3):
+        ds.SOPInstanceUID = f"1.2.3.{index}"
+        paths.append(tmp_path / f"{index}.dcm")
+        ds.save_as(paths[-1])
+    with pytest.raises(SeriesLoadError, match=r"0\.dcm has no pixel data"):
+        load_series(paths)
