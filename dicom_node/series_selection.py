@@ -56,6 +56,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from dicom_node.imaging.mosaic import mosaic_tile_count
+
 ORIENTATION_TOLERANCE = 1e-3
 
 DEFAULT_RULES: dict[str, Any] = {
@@ -264,8 +266,6 @@ def count_slices(headers: Sequence[Dataset]) -> int:
     Repeated positions (time points, diffusion directions) count once, so a 15-position fMRI
     series of 150 instances has 15 slices.
     """
-    from dicom_node.imaging.mosaic import mosaic_tile_count
-
     positions: set[float] = set()
     unpositioned = 0
     tiles = 0

@@ -326,7 +326,7 @@ def _keep_common_matrix(entries: list[Entry], notes: list[str]) -> list[Entry]:
 def _without_path(message: str, path: Path, ds: Dataset) -> str:
     """A refusal as a note: the file named by a hash of its SOP Instance UID, never its path."""
     uid = str(ds.get("SOPInstanceUID", "")) or str(path)
-    text = message.replace(f"File {path}", "").replace(str(path), "").strip().rstrip(".")
+    text = message.replace(f"File {path}", "").replace(str(path), "").strip().lstrip(":").strip().rstrip(".")
     return f"instance {short_hash(uid)}: {text}"
 
 
