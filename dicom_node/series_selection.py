@@ -330,7 +330,7 @@ def _floats(value: object, count: int) -> tuple[float, ...] | None:
     if value in (None, ""):
         return None
     try:
-        numbers = tuple(float(v) for v in value)  # type: ignore[union-attr]
+        numbers = tuple(float(v) for v in value)  # type: ignore[union-attr,attr-defined]
     except (TypeError, ValueError):
         return None
     return numbers if len(numbers) == count and all(math.isfinite(n) for n in numbers) else None

@@ -57,6 +57,11 @@ class StudySeries:
     files: tuple[Path, ...]
     expected: str  # "selected", "skipped" or "no-brain"
     reason: str = ""  # for "skipped": a part of the selection reason; else a part of a load note ("" for none)
+    sc_images: int = 0  # what the PACS should receive for a selected series: one SEG instance and this many SC images
+
+    @property
+    def seg_instances(self) -> int:
+        return 1 if self.expected == "selected" else 0
 
     @property
     def n_files(self) -> int:
@@ -111,21 +116,21 @@ def build_study(dest: Path, cache: Path = CACHE) -> list[StudySeries]:
     skyra = sorted((dicom / "sag-t1-siemens-skyra").glob("*.dcm"))
     out: list[StudySeries] = []
 
-    def copy(name: str, sources: list[Path], expected: str, reason: str = "", new_series: bool = False, edit=None) -> None:  # type: ignore[no-untyped-def]
-        out.append(_copy_series(dest / name, name, sources, study, expected, reason, new_series, edit))
+    def copy(name: str, sources: list[Path], expected: str, reason: str = "", sc_images: int = 0, new_series: bool = False, edit=None) -> None:  # type: ignore[no-untyped-def]
+        out.append(_copy_series(dest / name, name, sources, study, expected, reason, new_series, edit, sc_images))
 
-    copy("t1-siemens-skyra", skyra, "selected")
-    copy("t1-philips-ingenia", _dicom_files(dicom / "sag-t1-philips-ingenia"), "selected")
-    copy("t1-enhanced-siemens-xa30", _dicom_files(dicom / "enhanced-t1-siemens-xa30"), "selected")
-    copy("epi-fmri-ge", _dicom_files(dicom / "epi-ge-discovery"), "selected", "Repeated slice positions: 10 volumes")
+    copy("t1-siemens-skyra", skyra, "selected", sc_images=192)
+    copy("t1-philips-ingenia", _dicom_files(dicom / "sag-t1-philips-ingenia"), "selected", sc_images=170)
+    copy("t1-enhanced-siemens-xa30", _dicom_files(dicom / "enhanced-t1-siemens-xa30"), "selected", sc_images=96)
+    copy("epi-fmri-ge", _dicom_files(dicom / "epi-ge-discovery"), "selected", "Repeated slice positions: 10 volumes", 15)
     copy("phantom-ge", _dicom_files(dicom / "t1-phantom-ge-signa"), "no-brain")
-    copy("b0-mosaic-siemens-prisma", sorted((data / "b0dwiForFmap").glob("*.dcm")), "selected", "Repeated slice positions: 3 volumes")
-    copy("bold-mosaic-siemens-triotim", [data / "axasc35.dcm"], "selected", "Siemens mosaic: 35 slices of 64x64")
+    copy("b0-mosaic-siemens-prisma", sorted((data / "b0dwiForFmap").glob("*.dcm")), "selected", "Repeated slice positions: 3 volumes", 1)
+    copy("bold-mosaic-siemens-triotim", [data / "axasc35.dcm"], "selected", "Siemens mosaic: 35 slices of 64x64", 1)
     copy("ct-pydicom", [Path(get_testdata_file("CT_small.dcm"))], "skipped", "Modality is CT, not MR")
     copy("sr-pydicom", [Path(get_testdata_file("test-SR.dcm"))], "skipped", "Modality is SR, not MR")
     copy("abdomen-mr-pydicom", [Path(get_testdata_file("examples_overlay.dcm"))], "skipped", "ImageType lacks ORIGINAL")
-    copy("t1-uih-stars", skyra, "selected", new_series=True, edit=_uih_anonymised)
-    unusable = _copy_series(dest / "t1-one-unusable", "t1-one-unusable", skyra, study, "selected", "no pixel data", True, None)
+    copy("t1-uih-stars", skyra, "selected", sc_images=192, new_series=True, edit=_uih_anonymised)
+    unusable = _copy_series(dest / "t1-one-unusable", "t1-one-unusable", skyra, study, "selected", "no pixel data", True, None, 191)
     victim = pydicom.dcmread(unusable.files[96])
     del victim.PixelData
     victim.save_as(unusable.files[96], enforce_file_format=True)
@@ -152,7 +157,7 @@ class _StudyIds:
         ds.StudyID = "1"
 
 
-def _copy_series(folder: Path, name: str, sources: list[Path], study: _StudyIds, expected: str, reason: str, new_series: bool, edit) -> StudySeries:  # type: ignore[no-untyped-def]
+def _copy_series(folder: Path, name: str, sources: list[Path], study: _StudyIds, expected: str, reason: str, new_series: bool, edit, sc_images: int = 0) -> StudySeries:  # type: ignore[no-untyped-def]
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     series_uid = ""
@@ -169,7 +174,7 @@ def _copy_series(folder: Path, name: str, sources: list[Path], study: _StudyIds,
         target = folder / f"{index + 1:04d}.dcm"
         ds.save_as(target, enforce_file_format=True)
         files.append(target)
-    return StudySeries(name, folder, series_uid, tuple(files), expected, reason)
+    return StudySeries(name, folder, series_uid, tuple(files), expected, reason, sc_images)
 
 
 def _uih_anonymised(ds: Dataset) -> None:
@@ -281,4 +286,4 @@ if __name__ == "__main__":  # python tests/study.py DEST: build the study for a 
     if target.exists():
         shutil.rmtree(target)
     for item in build_study(target):
-        print(f"{item.name:30s} {item.n_files:4d} files  {item.expected:9s} {item.reason}")
+        print(f"{item.name:30s} {item.n_files:4d} files  {item.expected:9s} SEG {item.seg_instances} SC {item.sc_images:3d}  {item.reason}")

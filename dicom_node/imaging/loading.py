@@ -332,7 +332,7 @@ def _without_path(message: str, path: Path, ds: Dataset) -> str:
 
 def _int_or_none(value: object) -> int | None:
     try:
-        return int(value) if value not in (None, "") else None  # type: ignore[arg-type]
+        return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None
 

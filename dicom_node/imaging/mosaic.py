@@ -153,7 +153,7 @@ def _unsigned(value: object) -> int:
     try:
         return int(value[0])  # type: ignore[index]
     except TypeError:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)  # type: ignore[call-overload]
 
 
 def assemble_mosaic(tiles: np.ndarray, tile_numbers: list[int], mosaic_shape: tuple[int, int]) -> np.ndarray:

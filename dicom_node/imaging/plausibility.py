@@ -47,6 +47,9 @@ class GateLimits:
     min_confidence: float = 0.85
 
 
+DEFAULT_LIMITS = GateLimits()
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether the mask is a plausible brain; ``reason`` names the failed check and its value."""
@@ -104,7 +107,7 @@ def check_brain(
     mask: np.ndarray,
     spacing: tuple[float, float, float],
     confidence: float | None,
-    limits: GateLimits = GateLimits(),
+    limits: GateLimits = DEFAULT_LIMITS,
 ) -> Verdict:
     """Whether ``mask`` over ``pixels`` is a plausible brain (see the module docstring).
 
@@ -127,7 +130,7 @@ def check_brain(
     )
 
 
-def check_series(series: MRSeries, brain_mask: np.ndarray, confidence: float | None, limits: GateLimits = GateLimits()) -> Verdict:
+def check_series(series: MRSeries, brain_mask: np.ndarray, confidence: float | None, limits: GateLimits = DEFAULT_LIMITS) -> Verdict:
     """:func:`check_brain` for a loaded series (one volume, as ``load_series`` gives by default).
 
     A series without pixel spacing or slice positions cannot be measured, so it is not passed.

@@ -103,8 +103,9 @@ def valid_source(ds: Dataset) -> tuple[Dataset, list[str]]:
     the copy and the keywords it emptied or added (for a note; never their values).
     """
     fixed = Dataset(dict(ds.items()))
-    fixed.file_meta = getattr(ds, "file_meta", None) or Dataset()
-    fixed.set_original_encoding(*ds.original_encoding, ds.original_character_set)
+    if hasattr(ds, "file_meta"):
+        fixed.file_meta = ds.file_meta
+    fixed.set_original_encoding(*ds.original_encoding, ds.original_character_set)  # type: ignore[call-arg]
     changed: list[str] = []
     for tag in list(fixed.keys()):
         raw = fixed.get_item(tag)
@@ -130,7 +131,7 @@ _TEMPORAL = {"DA": DA, "TM": TM, "DT": DT}
 def _check_value(vr: str, value: object) -> None:
     """Raise when ``value`` is not valid for ``vr`` (dates and times must also parse)."""
     values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
-    for item in values:  # type: ignore[union-attr]
+    for item in values:  # type: ignore[union-attr,attr-defined]
         if item in (None, "") or not isinstance(item, str) or vr not in (*_TEMPORAL, "AS"):
             continue  # numbers and names were decoded (or raised) when the value was read
         validate_value(vr, item, config.RAISE)

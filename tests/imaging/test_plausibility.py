@@ -35,7 +35,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicom_node.imaging.loading import MRSeries, load_series
-from dicom_node.imaging.plausibility import GateLimits, Verdict, check_brain, check_series
+from dicom_node.imaging.plausibility import DEFAULT_LIMITS, GateLimits, Verdict, check_brain, check_series
 from dicom_node.imaging.postprocess import clean_mask
 from dicom_node.imaging.segmenter import Segmenter, mean_probability
 from dicom_node.training.data import load_nifti_case
@@ -61,7 +61,7 @@ def heudiconv():  # type: ignore[no-untyped-def]
         pytest.fail(str(exc))
 
 
-def gate(segmenter: Segmenter, series: MRSeries, limits: GateLimits = GateLimits()) -> Verdict:
+def gate(segmenter: Segmenter, series: MRSeries, limits: GateLimits = DEFAULT_LIMITS) -> Verdict:
     brain = segmenter.segment(series)
     return check_series(series, brain.mask, brain.mean_probability, limits)
 

@@ -118,19 +118,30 @@ def test_the_unusable_instance_is_left_out_and_named_by_hash(outcomes: dict[str,
     assert note.startswith("Left out instance ") and str(outcome.series.folder) not in note
 
 
-@pytest.mark.parametrize(
-    "name", ["t1-siemens-skyra", "t1-uih-stars", "t1-one-unusable", "epi-fmri-ge", "b0-mosaic-siemens-prisma", "bold-mosaic-siemens-triotim"]
-)
+SELECTED = [
+    "t1-siemens-skyra", "t1-philips-ingenia", "t1-enhanced-siemens-xa30", "epi-fmri-ge", "b0-mosaic-siemens-prisma",
+    "bold-mosaic-siemens-triotim", "t1-uih-stars", "t1-one-unusable",
+]
+
+
+def test_the_labels_agree_with_the_selected_list(study: list[StudySeries]) -> None:
+    assert [s.name for s in study if s.expected == "selected"] == SELECTED
+    assert all(s.sc_images > 0 for s in study if s.expected == "selected")
+    assert all(s.sc_images == s.seg_instances == 0 for s in study if s.expected != "selected")
+
+
+@pytest.mark.parametrize("name", SELECTED)
 def test_selected_heads_give_valid_seg_and_sc(outcomes: dict[str, Outcome], segmenter: Segmenter, name: str, tmp_path: Path) -> None:
     outcome = outcomes[name]
     assert outcome.loaded is not None and outcome.brain is not None
     info = segmenter.info
     equipment = Equipment.for_model(info, device_serial_number="test-box")
-    (seg,) = build_segs(outcome.loaded, outcome.brain.mask, info, equipment, f"seed-{name}")
+    segs = build_segs(outcome.loaded, outcome.brain.mask, info, equipment, f"seed-{name}")
+    assert len(segs) == outcome.series.seg_instances == 1
+    seg = segs[0]
     settings = PseudocolorSettings()
     images = build_sc_series(outcome.loaded, pseudocolor(outcome.loaded.pixels, outcome.brain.mask, settings), equipment, f"seed-{name}", settings)
-    mosaic = outcome.loaded.is_mosaic
-    assert len(images) == (1 if mosaic else outcome.loaded.n_slices)  # a mosaic: one image in its own layout
+    assert len(images) == outcome.series.sc_images  # a mosaic: one image in its own layout
     assert (seg.Rows, seg.Columns) == (outcome.loaded.datasets[0].Rows, outcome.loaded.datasets[0].Columns)
     for dataset in (seg, images[0]):
         path = write_dataset(dataset, tmp_path)
