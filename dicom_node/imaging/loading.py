@@ -460,33 +460,49 @@ def _slice_infos(ds: Dataset, path: Path) -> list[SliceInfo]:
 
 
 def _floats(ds: Dataset | None, keyword: str, count: int):  # noqa: ANN202 - tuple of `count` floats
-    if ds is None or ds.get(keyword) in (None, ""):
+    raw = _safe_get(ds, keyword)
+    if raw in (None, ""):
         return None
-    values = tuple(float(v) for v in ds.get(keyword))
+    try:
+        values = tuple(float(v) for v in raw)  # type: ignore[union-attr,attr-defined]
+    except (TypeError, ValueError):
+        return None
     if len(values) != count or not all(math.isfinite(v) for v in values):
         return None
     return values
 
 
 def _float(ds: Dataset | None, keyword: str) -> float | None:
-    if ds is None or ds.get(keyword) in (None, ""):
+    raw = _safe_get(ds, keyword)
+    if raw in (None, ""):
         return None
-    value = float(ds.get(keyword))
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
     return value if math.isfinite(value) and value > 0 else None
 
 
 def _sort_key(ds: Dataset, info: SliceInfo) -> tuple:
-    """(position placeholder, acquisition number, instance number, frame number)."""
-    acquisition = ds.get("AcquisitionNumber")
-    instance = ds.get("InstanceNumber")
+    """(position placeholder, acquisition number, instance number, frame number, ...)."""
     return (
         0.0,
-        int(acquisition) if acquisition not in (None, "") else 0,
-        int(instance) if instance not in (None, "") else 0,
+        _int_or_none(_safe_get(ds, "AcquisitionNumber")) or 0,
+        _int_or_none(_safe_get(ds, "InstanceNumber")) or 0,
         info.frame_number or 0,
         info.sop_instance_uid,
         info.mosaic_tile or 0,
     )
+
+
+def _safe_get(ds: Dataset | None, keyword: str) -> object:
+    """``ds.get(keyword)``, or None when the value does not decode (e.g. ``***`` in an IS or DS)."""
+    if ds is None:
+        return None
+    try:
+        return ds.get(keyword)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def _normal(orientation: Sequence[float]) -> tuple[float, float, float]:
