@@ -286,3 +286,21 @@ def test_a_series_of_only_unusable_instances_still_fails(tmp_path):
         ds.save_as(paths[-1])
     with pytest.raises(SeriesLoadError, match=r"0\.dcm has no pixel data"):
         load_series(paths)
+
+
+def test_numbers_left_as_stars_read_as_absent(shared_data, tmp_path):
+    """An anonymiser that writes ``***`` into IS and DS values (as into dates) does not stop the load."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    paths = []
+    for path in sorted((shared_data / "dicom" / "sag-t1-siemens-skyra").glob("*.dcm"))[:12]:
+        ds = pydicom.dcmread(path)
+        for keyword, vr in (("AcquisitionNumber", "IS"), ("InstanceNumber", "IS"), ("SliceThickness", "DS")):
+            tag = Tag(keyword)
+            ds[tag] = RawDataElement(tag, vr, 4, b"*** ", 0, False, True)
+        ds.save_as(tmp_path / path.name)
+        paths.append(tmp_path / path.name)
+    series = load_series(paths)
+    assert series.pixels.shape == (12, 256, 256) and series.slices[0].slice_thickness is None
+    assert np.all(np.diff(positions(series)) > 0)
