@@ -304,3 +304,16 @@ def test_numbers_left_as_stars_read_as_absent(shared_data, tmp_path):
     series = load_series(paths)
     assert series.pixels.shape == (12, 256, 256) and series.slices[0].slice_thickness is None
     assert np.all(np.diff(positions(series)) > 0)
+
+
+def test_mosaic_tile_count_falls_back_to_the_csa_header(heudiconv, tmp_path):
+    from dicom_node.imaging.mosaic import mosaic_tile_count
+
+    ds = pydicom.dcmread(heudiconv / "axasc35.dcm")
+    assert mosaic_tile_count(ds) == 35
+    del ds[0x0019100A]  # NumberOfImagesInMosaic in SIEMENS MR HEADER: gone, the CSA image header still says 35
+    path = tmp_path / "csa-only.dcm"
+    ds.save_as(path)
+    reread = pydicom.dcmread(path)
+    assert 0x0019100A not in reread and mosaic_tile_count(reread) == 35
+    assert load_series([path]).pixels.shape == (35, 64, 64)
