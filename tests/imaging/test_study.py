@@ -12,15 +12,16 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicom_node.imaging.loading import MRSeries, load_series, read_header
-from dicom_node.imaging.plausibility import Verdict, check_series
+from dicom_node.imaging.loading import MRSeries
+from dicom_node.imaging.plausibility import Verdict
 from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
 from dicom_node.imaging.segmenter import BrainMask, Segmenter
 from dicom_node.outputs.common import Equipment
 from dicom_node.outputs.part10 import write_dataset
 from dicom_node.outputs.sc import build_sc_series
 from dicom_node.outputs.seg import build_segs
-from dicom_node.series_selection import Selection, load_rules, select_series
+from dicom_node.series_selection import Selection, load_rules
+from dicom_node.series_triage import Triage, triage
 from tests.conftest import REPO
 from tests.study import StudySeries, build_study
 
@@ -37,17 +38,27 @@ NAMES = [
 @dataclass
 class Outcome:
     series: StudySeries
-    selection: Selection
-    loaded: MRSeries | None = None
-    brain: BrainMask | None = None
-    verdict: Verdict | None = None
+    triage: Triage
 
     @property
     def state(self) -> str:
-        if not self.selection.selected:
-            return "skipped"
-        assert self.verdict is not None
-        return "selected" if self.verdict.ok else "no-brain"
+        return {"segmented": "selected"}.get(self.triage.state, self.triage.state)
+
+    @property
+    def selection(self) -> Selection:
+        return self.triage.selection
+
+    @property
+    def loaded(self) -> MRSeries | None:
+        return self.triage.series
+
+    @property
+    def brain(self) -> BrainMask | None:
+        return self.triage.brain
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.triage.verdict
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +79,7 @@ def study(tmp_path_factory) -> list[StudySeries]:  # type: ignore[no-untyped-def
 @pytest.fixture(scope="module")
 def outcomes(study: list[StudySeries], segmenter: Segmenter) -> dict[str, Outcome]:
     rules = load_rules(None)
-    result = {}
-    for item in study:
-        selection = select_series([read_header(p) for p in item.files], rules)
-        outcome = Outcome(item, selection)
-        if selection.selected:
-            outcome.loaded = load_series(item.files)
-            outcome.brain = segmenter.segment(outcome.loaded)
-            outcome.verdict = check_series(outcome.loaded, outcome.brain.mask, outcome.brain.mean_probability)
-        result[item.name] = outcome
-    return result
+    return {item.name: Outcome(item, triage(item.files, rules, segmenter)) for item in study}
 
 
 def test_the_study_is_one_study_of_distinct_series(study: list[StudySeries]) -> None:
@@ -94,7 +96,9 @@ def test_each_series_gets_its_expected_verdict(outcomes: dict[str, Outcome], nam
     expected = outcome.series
     detail = outcome.selection.reason if outcome.verdict is None else outcome.verdict.reason
     assert outcome.state == expected.expected, detail
+    assert outcome.triage.reason == detail
     if expected.expected == "skipped":
+        assert outcome.loaded is None and outcome.brain is None  # nothing loaded or segmented
         assert expected.reason in outcome.selection.reason
         assert "brain-mr" in outcome.selection.reason  # the reason names the rule
         assert expected.series_instance_uid not in outcome.selection.reason
@@ -102,7 +106,7 @@ def test_each_series_gets_its_expected_verdict(outcomes: dict[str, Outcome], nam
         assert outcome.selection.rule == "brain-mr"
         assert outcome.loaded is not None
         if expected.reason:
-            assert any(expected.reason in note for note in outcome.loaded.notes), outcome.loaded.notes
+            assert any(expected.reason in note for note in outcome.triage.notes), outcome.triage.notes
         assert outcome.loaded.n_positions == outcome.loaded.n_slices, "one volume per load"
 
 
