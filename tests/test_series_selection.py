@@ -136,3 +136,11 @@ def test_rules_file_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_the_documented_defaults_are_the_defaults() -> None:
     assert load_rules(None) == parse_rules(json.loads(json.dumps(DEFAULT_RULES)), "default rules")
+
+
+def test_the_readme_shows_the_defaults() -> None:
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Which series are segmented", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    assert json.loads(block) == DEFAULT_RULES
