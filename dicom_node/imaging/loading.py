@@ -8,16 +8,18 @@ Two steps, so the node (which already knows which files form a series) can skip 
    transfer syntax pydicom has a decoder for), applies the modality rescale, and sorts the
    slices along the slice normal.
 
-Slices that share a position (time series such as fMRI) are all kept, ordered by position, then
-acquisition number, instance number and frame number. Position-major order keeps the anatomy
-contiguous along the stack, which is what the 3D post-processing needs.
+A load gives one volume: slices that share a position (time series such as fMRI, diffusion) are
+split into volumes and the first is kept, Siemens mosaics are cut into slices, and unusable
+instances are left out; each of these adds a note to :attr:`MRSeries.notes`. With
+``all_volumes=True`` every image is kept, ordered by position, then acquisition number, instance
+number and frame number (position-major order keeps the anatomy contiguous along the stack).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicom_node.imaging.mosaic import assemble_mosaic, mosaic_tile_count, split_mosaic
 from dicom_node.uids import short_hash
 
 ENHANCED_MR_SOP_CLASSES = frozenset(
@@ -61,6 +64,7 @@ class SliceInfo:
     orientation: tuple[float, float, float, float, float, float] | None
     pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) in mm
     slice_thickness: float | None
+    mosaic_tile: int | None = None  # 1-based tile of a Siemens mosaic, None for other images
 
 
 @dataclass
@@ -93,6 +97,10 @@ class MRSeries:
     @property
     def is_multiframe(self) -> bool:
         return any(s.frame_number is not None for s in self.slices)
+
+    @property
+    def is_mosaic(self) -> bool:
+        return any(s.mosaic_tile is not None for s in self.slices)
 
     @property
     def n_positions(self) -> int:
@@ -178,12 +186,21 @@ def load_folder(folder: Path | str) -> tuple[list[MRSeries], list[SkippedFile]]:
     return loaded, skipped
 
 
-def load_series(paths: Iterable[Path | str]) -> MRSeries:
-    """Decode the files of one MR series into a sorted float32 stack.
+def load_series(paths: Iterable[Path | str], all_volumes: bool = False) -> MRSeries:
+    """Decode the files of one MR series into one sorted float32 volume.
+
+    What real series hold beyond one clean volume is resolved here, each with a note:
+
+    - an instance that cannot be used (unreadable, no or undecodable pixel data, not MR,
+      colour, a matrix unlike the rest) is left out, and the rest is loaded;
+    - a Siemens mosaic is cut into its slices (:mod:`dicom_node.imaging.mosaic`);
+    - repeated slice positions (fMRI time points, diffusion directions) are split into volumes
+      and the first one in acquisition order is kept (:func:`split_volumes`); ``all_volumes``
+      keeps them all, position-major.
 
     Raises:
-        SeriesLoadError: no files, files of several series, not MR, no pixel data, colour
-            images, mixed matrices or orientations, or pixel data that cannot be decoded.
+        SeriesLoadError: no files, files of several series, or no usable instance (the message
+            is that of the first unusable one).
     """
     files = [Path(p) for p in paths]
     if not files:
@@ -192,9 +209,19 @@ def load_series(paths: Iterable[Path | str]) -> MRSeries:
     entries: list[tuple[tuple, SliceInfo, np.ndarray]] = []
     headers: dict[Path, Dataset] = {}
     first: Dataset | None = None
+    refusals: list[tuple[SeriesLoadError, str]] = []  # (error, note text without the path)
+    mosaic_notes: set[str] = set()
     for path in files:
-        ds = _read_full(path)
+        try:
+            ds = _read_full(path)
+        except SeriesLoadError as exc:
+            refusals.append((exc, "a file that could not be read as DICOM"))
+            continue
         uid = str(ds.get("SeriesInstanceUID", ""))
+        if not uid or "SOPInstanceUID" not in ds:
+            refusals.append((SeriesLoadError(f"File {path} is not a DICOM image (no Series or SOP Instance UID)."),
+                             "a file that is not a DICOM image (no UIDs)"))
+            continue
         if series_uid is None:
             series_uid, first = uid, ds
         elif uid != series_uid:
@@ -202,21 +229,30 @@ def load_series(paths: Iterable[Path | str]) -> MRSeries:
                 f"File {path} belongs to another series than {files[0]}; "
                 "give load_series the files of one series."
             )
-        _check_segmentable(ds, path)
-        frames = _decode(ds, path)
-        for index, info in enumerate(_slice_infos(ds, path)):
-            entries.append((_sort_key(ds, info), info, frames[index]))
+        try:
+            _check_segmentable(ds, path)
+            frames = _decode(ds, path)
+            slices = _slices_of(ds, path, frames)
+        except SeriesLoadError as exc:
+            refusals.append((exc, _without_path(str(exc), path, ds)))
+            continue
+        for info, frame in slices:
+            entries.append((_sort_key(ds, info), info, frame))
+            if info.mosaic_tile is not None:
+                mosaic_notes.add(
+                    f"Siemens mosaic: {len(slices)} slices of {frame.shape[0]}x{frame.shape[1]} cut from each "
+                    f"{frames.shape[1]}x{frames.shape[2]} image (NumberOfImagesInMosaic, CSA slice normal)."
+                )
         headers[path] = _header_only(ds)
-    if first is None or series_uid is None:
+    if not entries:
+        if refusals:
+            raise refusals[0][0]
         raise SeriesLoadError("No files were given for the series.")
+    assert series_uid is not None and first is not None
+    notes = [f"Left out {text} (the rest of the series is segmented)." for _, text in refusals]
+    notes.extend(sorted(mosaic_notes))
+    entries = _keep_common_matrix(entries, notes)
 
-    shapes = {frame.shape for _, _, frame in entries}
-    if len(shapes) != 1:
-        raise SeriesLoadError(
-            f"Series {short_hash(series_uid)} mixes image matrices {sorted(shapes)}; "
-            "one matrix per series is required."
-        )
-    notes: list[str] = []
     infos = [info for _, info, _ in entries]
     if any(i.position is None or i.orientation is None for i in infos):
         notes.append("Some slices have no position or orientation; sorted by instance number.")
@@ -224,6 +260,8 @@ def load_series(paths: Iterable[Path | str]) -> MRSeries:
     else:
         _check_single_orientation(infos, series_uid)
         entries.sort(key=lambda e: (position_key(e[1]), *e[0][1:]))
+        if not all_volumes:
+            entries = split_volumes(entries, notes)
     infos = [info for _, info, _ in entries]
     pixels = np.stack([frame for _, _, frame in entries]).astype(np.float32, copy=False)
     ordered_files = list(dict.fromkeys(i.path for i in infos))
@@ -231,13 +269,85 @@ def load_series(paths: Iterable[Path | str]) -> MRSeries:
         series_instance_uid=series_uid,
         study_instance_uid=str(first.StudyInstanceUID),
         frame_of_reference_uid=str(first.FrameOfReferenceUID) if "FrameOfReferenceUID" in first else None,
-        series_number=int(first.SeriesNumber) if first.get("SeriesNumber") not in (None, "") else None,
+        series_number=_int_or_none(first.get("SeriesNumber")),
         pixels=pixels,
         slices=infos,
         datasets=[headers[p] for p in ordered_files],
         slice_spacing_mm=_slice_spacing(infos),
         notes=notes,
     )
+
+
+Entry = tuple[tuple, SliceInfo, np.ndarray]
+
+
+def split_volumes(entries: list[Entry], notes: list[str]) -> list[Entry]:
+    """The first volume of a series whose slice positions repeat; the rest is left out with a note.
+
+    ``entries`` are sorted by position, then acquisition number, instance number and frame (or
+    tile). The k-th image at every position forms volume k, so volume 1 holds the first image in
+    acquisition order at each position: it is complete by construction (every position has one)
+    and is the one a reader would look at first. A series without repeats is returned as is.
+    """
+    by_position: dict[float | None, list[Entry]] = {}
+    for entry in entries:
+        by_position.setdefault(position_key(entry[1]), []).append(entry)
+    counts = {len(group) for group in by_position.values()}
+    if counts == {1}:
+        return entries
+    volumes = max(counts)
+    kept = [group[0] for group in by_position.values()]
+    shape = "" if len(counts) == 1 else " (not every position in every volume)"
+    notes.append(
+        f"Repeated slice positions: {volumes} volumes of {len(by_position)} positions{shape}, as in fMRI or "
+        f"diffusion; volume 1 (first in acquisition order) is segmented, {len(entries) - len(kept)} images left out."
+    )
+    return kept
+
+
+def _keep_common_matrix(entries: list[Entry], notes: list[str]) -> list[Entry]:
+    """Images of the most common matrix; files of another matrix are left out with a note."""
+    shapes: dict[tuple[int, ...], int] = {}
+    for _, _, frame in entries:
+        shapes[frame.shape] = shapes.get(frame.shape, 0) + 1
+    if len(shapes) == 1:
+        return entries
+    common = max(shapes, key=lambda shape: shapes[shape])
+    dropped = {info.sop_instance_uid for _, info, frame in entries if frame.shape != common}
+    for uid in sorted(dropped):
+        other = next(frame.shape for _, info, frame in entries if info.sop_instance_uid == uid)
+        notes.append(
+            f"Left out instance {short_hash(uid)}: its matrix {other[0]}x{other[1]} differs from the "
+            f"series' {common[0]}x{common[1]} (the rest of the series is segmented)."
+        )
+    return [entry for entry in entries if entry[2].shape == common]
+
+
+def _without_path(message: str, path: Path, ds: Dataset) -> str:
+    """A refusal as a note: the file named by a hash of its SOP Instance UID, never its path."""
+    uid = str(ds.get("SOPInstanceUID", "")) or str(path)
+    text = message.replace(f"File {path}", "").replace(str(path), "").strip().lstrip(":").strip().rstrip(".")
+    return f"instance {short_hash(uid)}: {text}"
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _slices_of(ds: Dataset, path: Path, frames: np.ndarray) -> list[tuple[SliceInfo, np.ndarray]]:
+    """(slice, pixels) of every 2D image in ``ds``: its frames, or the tiles of a mosaic."""
+    infos = _slice_infos(ds, path)
+    if len(infos) == 1 and mosaic_tile_count(ds):
+        try:
+            tiles = split_mosaic(ds, frames[0])
+        except ValueError as exc:
+            raise SeriesLoadError(f"File {path} is a mosaic that cannot be split: {exc}.") from exc
+        base = infos[0]
+        return [(replace(base, position=tile.position, mosaic_tile=tile.index + 1), tile.pixels) for tile in tiles]
+    return [(info, frames[index]) for index, info in enumerate(infos)]
 
 
 def _read_full(path: Path) -> Dataset:
@@ -350,32 +460,49 @@ def _slice_infos(ds: Dataset, path: Path) -> list[SliceInfo]:
 
 
 def _floats(ds: Dataset | None, keyword: str, count: int):  # noqa: ANN202 - tuple of `count` floats
-    if ds is None or ds.get(keyword) in (None, ""):
+    raw = _safe_get(ds, keyword)
+    if raw in (None, ""):
         return None
-    values = tuple(float(v) for v in ds.get(keyword))
+    try:
+        values = tuple(float(v) for v in raw)  # type: ignore[union-attr,attr-defined]
+    except (TypeError, ValueError):
+        return None
     if len(values) != count or not all(math.isfinite(v) for v in values):
         return None
     return values
 
 
 def _float(ds: Dataset | None, keyword: str) -> float | None:
-    if ds is None or ds.get(keyword) in (None, ""):
+    raw = _safe_get(ds, keyword)
+    if raw in (None, ""):
         return None
-    value = float(ds.get(keyword))
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
     return value if math.isfinite(value) and value > 0 else None
 
 
 def _sort_key(ds: Dataset, info: SliceInfo) -> tuple:
-    """(position placeholder, acquisition number, instance number, frame number)."""
-    acquisition = ds.get("AcquisitionNumber")
-    instance = ds.get("InstanceNumber")
+    """(position placeholder, acquisition number, instance number, frame number, ...)."""
     return (
         0.0,
-        int(acquisition) if acquisition not in (None, "") else 0,
-        int(instance) if instance not in (None, "") else 0,
+        _int_or_none(_safe_get(ds, "AcquisitionNumber")) or 0,
+        _int_or_none(_safe_get(ds, "InstanceNumber")) or 0,
         info.frame_number or 0,
         info.sop_instance_uid,
+        info.mosaic_tile or 0,
     )
+
+
+def _safe_get(ds: Dataset | None, keyword: str) -> object:
+    """``ds.get(keyword)``, or None when the value does not decode (e.g. ``***`` in an IS or DS)."""
+    if ds is None:
+        return None
+    try:
+        return ds.get(keyword)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def _normal(orientation: Sequence[float]) -> tuple[float, float, float]:
@@ -426,3 +553,26 @@ def _header_only(ds: Dataset) -> Dataset:
     header.set_original_encoding(*ds.original_encoding, ds.original_character_set)
     header.preamble = getattr(ds, "preamble", None)
     return header
+
+
+def per_source_image(series: MRSeries, array: np.ndarray) -> list[tuple[SliceInfo, np.ndarray]]:
+    """``array`` (one entry per slice of ``series``) as (slice, data) per source image.
+
+    For most series that is each slice as it is. The tiles of a Siemens mosaic are put back into
+    their mosaic, one entry per mosaic image (its first tile's slice, without the tile number),
+    so that SEG frames and SC images match the image they reference pixel for pixel.
+    """
+    if not series.is_mosaic:
+        return list(zip(series.slices, array))
+    headers = {str(ds.SOPInstanceUID): ds for ds in series.datasets}
+    by_image: dict[str, list[int]] = {}
+    for index, info in enumerate(series.slices):
+        by_image.setdefault(info.sop_instance_uid, []).append(index)
+    result = []
+    for uid, indices in by_image.items():
+        header = headers[uid]
+        shape = (int(header.Rows), int(header.Columns))
+        numbers = [series.slices[i].mosaic_tile or 0 for i in indices]
+        first = series.slices[indices[numbers.index(min(numbers))]]
+        result.append((replace(first, mosaic_tile=None), assemble_mosaic(array[indices], numbers, shape)))
+    return result

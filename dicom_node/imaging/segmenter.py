@@ -106,6 +106,7 @@ class BrainMask:
     volume_ml: float | None
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    mean_probability: float | None = None  # the network's mean probability inside the mask
 
     @property
     def is_empty(self) -> bool:
@@ -133,30 +134,37 @@ class Segmenter:
         network, info = load_weights(path, resolved)
         return cls(network, info, resolved, batch_size)
 
-    @torch.inference_mode()
     def predict(self, pixels: np.ndarray, pixel_spacing: tuple[float, float] | None = None) -> np.ndarray:
         """Raw per-slice brain mask (bool ``(n, rows, cols)``) before post-processing."""
+        return self.predict_logits(pixels, pixel_spacing) > 0
+
+    @torch.inference_mode()
+    def predict_logits(self, pixels: np.ndarray, pixel_spacing: tuple[float, float] | None = None) -> np.ndarray:
+        """The network's brain logit per pixel (float32 ``(n, rows, cols)``); > 0 is brain.
+
+        Kept beside the mask so the plausibility gate can ask how sure the network was.
+        """
         if pixels.ndim != 3 or pixels.shape[0] == 0:
             raise ValueError(f"pixels must be a non-empty (slices, rows, cols) stack, not shape {pixels.shape}.")
         window = intensity_window(pixels)
         volume = normalize(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(self.device), window)
         box = Letterbox.fit(pixels.shape[1], pixels.shape[2], self.info.arch.input_size, pixel_spacing)
-        mask = torch.empty(pixels.shape, dtype=torch.bool, device=self.device)
+        logits = torch.empty(pixels.shape, dtype=torch.float32, device=self.device)
         cuda = self.device.type == "cuda"
         for start in range(0, pixels.shape[0], self.batch_size):
             batch = box.to_network(volume[start : start + self.batch_size])
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
                 out = self.runner(batch)
             logit = out[:, :1] if out.shape[1] == 1 else out[:, 1:2] - out[:, :1]
-            mask[start : start + self.batch_size] = box.from_network(logit.float()) > 0
-        return mask.cpu().numpy()
+            logits[start : start + self.batch_size] = box.from_network(logit.float())
+        return logits.cpu().numpy()
 
     def segment(self, series: MRSeries, min_brain_ml: float = MIN_BRAIN_ML) -> BrainMask:
-        """Predict, keep the plausible brain, and measure its volume."""
+        """Predict, keep the plausible brain, and measure its volume and the network's confidence."""
         started = time.perf_counter()
-        raw = self.predict(series.pixels, series.slices[0].pixel_spacing)
+        logits = self.predict_logits(series.pixels, series.slices[0].pixel_spacing)
         voxel_ml = series.voxel_volume_ml()
-        cleaned = clean_mask(raw, voxel_ml, min_brain_ml)
+        cleaned = clean_mask(logits > 0, voxel_ml, min_brain_ml)
         volume = None
         if voxel_ml is not None:
             repeats = series.n_slices / max(series.n_positions, 1)  # time series: mean over time points
@@ -164,7 +172,20 @@ class Segmenter:
         notes = list(cleaned.notes)
         if voxel_ml is None:
             notes.append("Brain volume unknown: the series lacks pixel spacing or slice positions.")
-        return BrainMask(cleaned.mask, volume, notes, time.perf_counter() - started)
+        confidence = mean_probability(logits, cleaned.mask)
+        return BrainMask(cleaned.mask, volume, notes, time.perf_counter() - started, confidence)
+
+
+def mean_probability(logits: np.ndarray, mask: np.ndarray) -> float | None:
+    """Mean sigmoid probability of the network inside ``mask``; None for an empty mask.
+
+    A brain the network is sure of sits near 1 inside its mask; on anatomy it has not seen (an
+    abdomen, a phantom) its mask is made of voxels that barely passed 0.5.
+    """
+    inside = logits[mask]
+    if inside.size == 0:
+        return None
+    return float(np.mean(1.0 / (1.0 + np.exp(-inside.astype(np.float64)))))
 
 
 @functools.lru_cache(maxsize=4)

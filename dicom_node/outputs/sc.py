@@ -18,7 +18,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DS
 
-from dicom_node.imaging.loading import MRSeries, SliceInfo
+from dicom_node.imaging.loading import MRSeries, SliceInfo, per_source_image
 from dicom_node.imaging.pseudocolor import PseudocolorSettings
 from dicom_node.outputs.common import (
     SC_SERIES_OFFSET,
@@ -26,6 +26,7 @@ from dicom_node.outputs.common import (
     OutputBuildError,
     derive_uid,
     derived_series_number,
+    valid_source,
 )
 
 _PERSON_NAME_WARNING = ".*unlikely to represent the intended person name.*"
@@ -53,6 +54,8 @@ def build_sc_series(
 ) -> list[Dataset]:
     """One RGB SC image per slice of ``series`` (same order); UIDs derive from ``uid_seed``.
 
+    A Siemens mosaic gets one SC image per mosaic image, its tiles in the mosaic's layout.
+
     The images are datasets that share the unchanged elements of one highdicom ``SCImage`` (see
     below): treat them as read-only.
 
@@ -71,14 +74,15 @@ def build_sc_series(
         f"Brain pseudocolor: {settings.bins} gray-level bins, colormap {settings.colormap.upper()}, "
         f"range {settings.low_percentile:g}-{settings.high_percentile:g} percentile of brain pixels"
     )
-    first = series.slices[0]
+    sources = per_source_image(series, rgb)  # the slices as they are; a mosaic's tiles back in their mosaic
+    first, first_rgb = sources[0]
     try:
         with warnings.catch_warnings():
             # highdicom's person-name warning quotes the patient's name: keep it out of logs
             warnings.filterwarnings("ignore", message=_PERSON_NAME_WARNING)
             template = hd.sc.SCImage.from_ref_dataset(
-                ref_dataset=headers[first.sop_instance_uid],
-                pixel_array=rgb[0],
+                ref_dataset=valid_source(headers[first.sop_instance_uid])[0],
+                pixel_array=first_rgb,
                 photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
                 bits_allocated=8,
                 coordinate_system=hd.CoordinateSystemNames.PATIENT,
@@ -98,6 +102,8 @@ def build_sc_series(
     template.DeviceSerialNumber = equipment.device_serial_number
     template.SeriesDescription = "Brain pseudocolor"
     template.DerivationDescription = description[:1024]
+    template.SeriesDate = template.ContentDate  # when the series was made; PACS file it by date
+    template.SeriesTime = template.ContentTime
     template.BurnedInAnnotation = "NO"
     template.ImageLaterality = "U"  # the brain is unpaired; dciodvfy requires a laterality on SC
     del template.PixelData  # each image gets its own below (VR OB: 8 bits allocated, PS3.5 8.2)
@@ -108,7 +114,7 @@ def build_sc_series(
     # the Siemens series takes 0.07 s instead of 0.3 s (deep copies) or 0.5 s (highdicom per
     # slice), and write_datasets encodes each shared element once.
     images = []
-    for index, info in enumerate(series.slices):
+    for index, (info, image_rgb) in enumerate(sources):
         image = _sharing_elements(template)
         sop_instance_uid = _image_uid(uid_seed, info)
         image.add_new(0x00080018, "UI", sop_instance_uid)  # SOP Instance UID
@@ -120,7 +126,7 @@ def build_sc_series(
             del image.PixelSpacing
         image.add_new(0x00200020, "CS", list(patient_orientation(info.orientation)))  # Patient Orientation
         image.add_new(0x00082112, "SQ", [_source_item(headers[info.sop_instance_uid], info)])  # Source Image Sequence
-        image.add_new(0x7FE00010, "OB", np.ascontiguousarray(rgb[index]).tobytes())
+        image.add_new(0x7FE00010, "OB", np.ascontiguousarray(image_rgb).tobytes())
         images.append(image)
     return images
 

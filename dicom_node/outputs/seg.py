@@ -1,6 +1,8 @@
 """The binary DICOM SEG of the brain, built with highdicom.
 
-One SEG instance per stack of distinct positions. A plain series gives exactly one. highdicom (and
+One SEG instance per stack of distinct positions. A plain series gives exactly one, and so does a
+series loaded as one volume (the default, ``load_series``); a Siemens mosaic gives one per mosaic
+image, in the mosaic's layout. highdicom (and
 the SEG IOD's plane-position dimension) does not allow two frames at the same position, so a time
 series (e.g. fMRI, 15 positions x 10 time points) gets one SEG instance per time point, all in
 one SEG series: every source instance is referenced by exactly one SEG frame.
@@ -20,7 +22,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from dicom_node.imaging.loading import MRSeries, position_key
+from dicom_node.imaging.loading import MRSeries, per_source_image, position_key
 from dicom_node.imaging.model_info import ModelInfo
 from dicom_node.outputs.common import (
     SEG_SERIES_OFFSET,
@@ -28,6 +30,7 @@ from dicom_node.outputs.common import (
     OutputBuildError,
     derive_uid,
     derived_series_number,
+    valid_source,
 )
 from dicom_node.uids import short_hash
 
@@ -80,6 +83,7 @@ def build_segs(
     description = segment_description(model)
     segs = []
     for k, (sources, frames) in enumerate(_stacks(series, mask)):
+        sources = [valid_source(sources[0])[0], *sources[1:]]  # highdicom copies patient and study from the first
         try:
             with warnings.catch_warnings():
                 # highdicom's person-name warning quotes the patient's name: keep it out of logs
@@ -104,13 +108,21 @@ def build_segs(
         except (ValueError, TypeError, AttributeError) as exc:
             raise OutputBuildError(f"SEG for {series.log_name} could not be built: {exc}") from exc
         _drop_empty_copied_sequences(seg)
+        _complete_header(seg)
         seg.SeriesDescription = f"Brain SEG {model.name} {model.version}"[:64]
         segs.append(seg)
     return segs
 
 
 def _stacks(series: MRSeries, mask: np.ndarray) -> list[tuple[list[Dataset], np.ndarray]]:
-    """(source datasets, mask frames) per SEG instance, in the order highdicom expects."""
+    """(source datasets, mask frames) per SEG instance, in the order highdicom expects.
+
+    A Siemens mosaic gets one SEG instance per mosaic image, its frame in the mosaic's layout
+    (the tiles are not images of their own to reference).
+    """
+    if series.is_mosaic:
+        shared_headers = _shared_orientation(series.datasets)
+        return [([shared_headers[info.sop_instance_uid]], frame[None]) for info, frame in per_source_image(series, mask)]
     if series.is_multiframe:
         stacks = []
         for header in series.datasets:
@@ -152,6 +164,25 @@ def _shared_orientation(headers: list[Dataset]) -> dict[str, Dataset]:
             header.ImageOrientationPatient = reference
         result[str(header.SOPInstanceUID)] = header
     return result
+
+
+# Copied from the source by highdicom but not in the Segmentation IOD (PS3.3 A.51).
+_NOT_IN_SEG_IOD = ("RequestingService",)
+
+
+def _complete_header(seg: Dataset) -> None:
+    """Series date and time (when the SEG was made), ContentCreatorName, nothing outside the IOD.
+
+    PACS file a series without SeriesDate under "?"; ContentCreatorName is Type 2 in the
+    Segmentation Image module (no person made this one, so it is empty).
+    """
+    seg.SeriesDate = seg.ContentDate
+    seg.SeriesTime = seg.ContentTime
+    if "ContentCreatorName" not in seg:
+        seg.ContentCreatorName = None
+    for keyword in _NOT_IN_SEG_IOD:
+        if keyword in seg:
+            delattr(seg, keyword)
 
 
 def _drop_empty_copied_sequences(seg: Dataset) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from dicom_node.imaging.loading import load_series, scan_folder
 from dicom_node.imaging.model_info import ArchSpec, ModelInfo
 from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
 from dicom_node.outputs.common import Equipment, derived_series_number
@@ -75,8 +76,15 @@ def test_uids_are_deterministic_per_seed(load_named):
     assert all(pydicom.uid.UID(s.SOPInstanceUID).is_valid for s in first)
 
 
-def test_epi_time_series_gets_one_seg_per_time_point(load_named, tmp_path):
-    series = load_named("epi-ge-discovery")
+def test_epi_time_series_gets_one_seg_by_default(load_named):
+    series = load_named("epi-ge-discovery")  # volume 1 of 10
+    (seg,) = build_segs(series, box_mask(series), MODEL, EQUIPMENT, "seed-epi")
+    assert {uid for uid, _ in frame_source_uids(seg)} <= {h.SOPInstanceUID for h in series.datasets}
+
+
+def test_epi_time_series_loaded_whole_gets_one_seg_per_time_point(shared_data, tmp_path):
+    paths = scan_folder(shared_data / "dicom" / "epi-ge-discovery").series.popitem()[1]
+    series = load_series(paths, all_volumes=True)
     segs = build_segs(series, box_mask(series), MODEL, EQUIPMENT, "seed-epi")
     assert len(segs) == 10 and len({s.SeriesInstanceUID for s in segs}) == 1
     referenced = set()
@@ -140,3 +148,65 @@ def test_sc_series_validates_and_points_at_source_slices(load_named, folder, tmp
         assert read.InstanceNumber == index + 1
     rebuilt = build_sc_series(series, pseudocolor(series.pixels, mask, settings), EQUIPMENT, "seed-sc", settings)
     assert [i.SOPInstanceUID for i in rebuilt] == [i.SOPInstanceUID for i in images]
+
+
+def dciodvfy_lines(path) -> list[str]:  # type: ignore[no-untyped-def]
+    import shutil
+    import subprocess
+
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        pytest.fail("dciodvfy (dicom3tools) is not installed: run the tests with `make test`")
+    run = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+
+
+def test_seg_and_sc_headers_carry_series_date_and_nothing_outside_the_iod(load_named, tmp_path):
+    series = load_named("sag-t1-siemens-skyra")
+    assert series.datasets[0].RequestingService  # the Skyra header has one: the SEG must not copy it
+    mask = box_mask(series)
+    (seg,) = build_segs(series, mask, MODEL, EQUIPMENT, "seed-headers")
+    settings = PseudocolorSettings()
+    sc = build_sc_series(series, pseudocolor(series.pixels, mask, settings), EQUIPMENT, "seed-headers", settings)[0]
+    for dataset in (seg, sc):
+        path = write_dataset(dataset, tmp_path)
+        read = pydicom.dcmread(path)
+        assert read.SeriesDate == read.ContentDate and read.SeriesTime == read.ContentTime
+        lines = dciodvfy_lines(path)
+        assert not [line for line in lines if line.startswith("Error")], lines
+        # the only warnings left are about values copied from the source (Person Name forms)
+        assert all("Retired Person Name form" in line for line in lines), lines
+    read_seg = pydicom.dcmread(tmp_path / f"{seg.SOPInstanceUID}.dcm")
+    assert "ContentCreatorName" in read_seg and read_seg.ContentCreatorName == ""
+    assert "RequestingService" not in read_seg
+
+
+def _anonymised_like_uih(shared_data, folder):  # type: ignore[no-untyped-def]
+    from tests.study import _uih_anonymised
+
+    folder.mkdir()
+    paths = []
+    for path in sorted((shared_data / "dicom" / "sag-t1-siemens-skyra").glob("*.dcm"))[60:80]:
+        ds = pydicom.dcmread(path)
+        _uih_anonymised(ds)
+        ds.save_as(folder / path.name)
+        paths.append(folder / path.name)
+    return paths
+
+
+def test_invalid_dates_and_missing_type2_still_give_valid_outputs(shared_data, tmp_path):
+    series = load_series(_anonymised_like_uih(shared_data, tmp_path / "uih"))
+    assert "PatientSex" not in series.datasets[0] and series.datasets[0]["StudyDate"].value == "***"
+    mask = box_mask(series)
+    (seg,) = build_segs(series, mask, MODEL, EQUIPMENT, "seed-uih")
+    settings = PseudocolorSettings()
+    images = build_sc_series(series, pseudocolor(series.pixels, mask, settings), EQUIPMENT, "seed-uih", settings)
+    for dataset in (seg, images[0]):
+        path = write_dataset(dataset, tmp_path / "out")
+        assert dciodvfy_errors(path) == []
+        read = pydicom.dcmread(path)
+        for keyword in ("PatientSex", "PatientBirthDate", "StudyDate", "StudyTime"):
+            assert keyword in read and read[keyword].value in ("", None), keyword  # Type 2: present, empty
+        assert read.PatientID == series.datasets[0].PatientID  # valid values are copied
+        assert read.StudyInstanceUID == series.study_instance_uid
+    assert series.datasets[0]["StudyDate"].value == "***"  # the source header is not changed
