@@ -32,7 +32,7 @@ class Destination:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
     @classmethod
-    def parse(cls, text: str) -> "Destination":
+    def parse(cls, text: str) -> Destination:
         """Parse ``AET@host:port``; raise ``ValueError`` naming the bad entry."""
         match = _DESTINATION.match(text.strip())
         if not match or not _AET.match(match["aet"].strip()) or not 0 < int(match["port"]) < 65536:
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
         return PseudocolorSettings(bins=self.pseudocolor_bins, colormap=self.pseudocolor_colormap)
 
     @model_validator(mode="after")
-    def _check_tls(self) -> "Settings":
+    def _check_tls(self) -> Settings:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together: set both DICOM_NODE_TLS_CERT and DICOM_NODE_TLS_KEY")
         if self.export_tls and not self.tls_ca:

@@ -47,6 +47,20 @@ def short_hash(uid: str, length: int = 10) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:length]
 
 
+def redact_exception(exc: BaseException) -> BaseException:
+    """``exc`` with the UIDs in its message replaced (in place, type kept), before a message about
+    it is stored elsewhere, e.g. as a Prefect run's state message. File paths under ``incoming/``
+    are UIDs."""
+    if isinstance(exc, OSError):
+        if exc.filename is not None:
+            exc.filename = redact_uids(str(exc.filename))
+        if exc.filename2 is not None:
+            exc.filename2 = redact_uids(str(exc.filename2))
+    if exc.args and not isinstance(exc, OSError):
+        exc.args = tuple(redact_uids(a) if isinstance(a, str) else a for a in exc.args)
+    return exc
+
+
 def redact_uids(text: str) -> str:
     """``text`` with every UID-looking token (dotted numbers, >= 3 parts, also inside file paths)
     replaced by its :func:`short_hash`: UIDs embed dates and site identifiers."""

@@ -121,7 +121,7 @@ class NodeProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"node-{self.port}.log"
 
-    def start(self) -> "NodeProcess":
+    def start(self) -> NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -206,7 +206,7 @@ class Orthanc:
     def destination(self) -> str:
         return f"{self.aet}@127.0.0.1:{self.dicom_port}"
 
-    def start(self) -> "Orthanc":
+    def start(self) -> Orthanc:
         self.root.mkdir(parents=True, exist_ok=True)
         config = {
             "Name": "test-pacs",
@@ -270,8 +270,8 @@ def trained_weights(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     from dicom_node.imaging.loading import load_folder
     from dicom_node.imaging.model_info import ArchSpec
     from dicom_node.imaging.network import build_network, save_weights
-    from tests.small_fit import fit, training_pairs
     from dicom_node.outputs.seg import read_seg_mask
+    from tests.small_fit import fit, training_pairs
 
     torch.manual_seed(0)
     arch = ArchSpec(input_size=128)

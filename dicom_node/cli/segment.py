@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="where to run the network (default: auto)")
     parser.add_argument("--bins", type=int, default=PAPER_BINS, help=f"pseudocolor gray-level bins (default: {PAPER_BINS}, the paper's)")
     parser.add_argument("--colormap", default="JET", help="OpenCV colormap name for the pseudocolor (default: JET)")
+    parser.add_argument("--all-series", action="store_true",
+                        help="segment every series, not only those the selection rules (DICOM_NODE_SERIES_RULES) pick")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from dicom_node.models.shipped import configured_weights
     from dicom_node.outputs.common import OutputBuildError
     from dicom_node.series.pipeline import process_series, uid_seed_for
+    from dicom_node.series_selection import RulesError, load_rules
 
     try:
         colors = PseudocolorSettings(bins=args.bins, colormap=args.colormap)
@@ -52,6 +55,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         segmenter = get_segmenter(weights, args.device)
     except (ModelWeightsError, RuntimeError, ValueError) as exc:
+        return _fail(str(exc), EXIT_UNUSABLE)
+    try:
+        rules = load_rules(settings.series_rules)
+    except RulesError as exc:
         return _fail(str(exc), EXIT_UNUSABLE)
     try:
         scan = scan_folder(args.input_dir)
@@ -74,6 +81,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 args.out_dir / name,
                 segmenter,
                 uid_seed_for(series_uid, JOB_VERSION, segmenter.info.version),
+                rules=None if args.all_series else rules,
                 pseudocolor_settings=colors,
                 with_preview=preview is not None,
             )
@@ -82,6 +90,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         except (SeriesLoadError, OutputBuildError, OSError) as exc:
             refused.append(f"series {name}: {exc}")
             tqdm.write(f"refused series {name}: {exc}", file=sys.stderr)
+            continue
+        if result.state != "segmented":
+            refused.append(f"series {name}: {result.reason}")
+            tqdm.write(f"{result.state} series {name}: {result.reason}", file=sys.stderr)
             continue
         done += 1
         volume = f"{result.brain_volume_ml:.0f} ml" if result.brain_volume_ml is not None else "unknown volume"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,15 +17,25 @@ from dicom_node.config import Settings
 from dicom_node.flows.context import job_crashed, job_run
 from dicom_node.jobs.dispatch import complete
 from dicom_node.series.job import run_series_job
-from dicom_node.uids import short_hash
+from dicom_node.uids import redact_exception, short_hash
 
 T = TypeVar("T")
 
 
 def as_task(name: str, fn: Callable[..., T], *args: Any) -> T:
-    """Run one pipeline step as a Prefect task named for it (no caching: jobs are not repeats)."""
-    step = task(name=name, cache_policy=NO_CACHE)(fn)
-    return step(*args)
+    """Run one pipeline step as a Prefect task named for it (no caching: jobs are not repeats).
+
+    A failure's message loses its UIDs before Prefect stores it as the task run's state message.
+    """
+
+    @functools.wraps(fn)
+    def step(*step_args: Any) -> T:
+        try:
+            return fn(*step_args)
+        except Exception as exc:
+            raise redact_exception(exc) from None
+
+    return task(name=name, cache_policy=NO_CACHE)(step)(*args)
 
 
 def _preview_markdown(image: np.ndarray | None) -> str:

@@ -26,7 +26,7 @@ class ArchSpec:
             raise ValueError(f"arch classes must be 1 (brain logit) or 2 (background, brain), not {self.classes}.")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ArchSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 

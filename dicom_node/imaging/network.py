@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -104,7 +103,7 @@ def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[
         )
     try:
         payload = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling raises many types; all mean "corrupt"
+    except Exception as exc:
         raise ModelWeightsError(f"Model weights file {source} is corrupt or not a torch file: {exc}") from exc
     if not isinstance(payload, dict):
         raise ModelWeightsError(f"Model weights file {source} does not hold a dict.")

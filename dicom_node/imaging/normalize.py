@@ -55,7 +55,7 @@ class Letterbox:
     left: int
 
     @classmethod
-    def fit(cls, rows: int, cols: int, size: int, pixel_spacing: tuple[float, float] | None = None) -> "Letterbox":
+    def fit(cls, rows: int, cols: int, size: int, pixel_spacing: tuple[float, float] | None = None) -> Letterbox:
         row_mm, col_mm = pixel_spacing if pixel_spacing else (1.0, 1.0)
         height, width = rows * row_mm, cols * col_mm
         scale = size / max(height, width)

@@ -129,7 +129,7 @@ class Segmenter:
             self.runner, self.runtime = cpu_runner(self.network, self.batch_size, info.arch.input_size, info.arch.in_channels)
 
     @classmethod
-    def from_weights(cls, path: Path | str, device: str | torch.device = "auto", batch_size: int | None = None) -> "Segmenter":
+    def from_weights(cls, path: Path | str, device: str | torch.device = "auto", batch_size: int | None = None) -> Segmenter:
         resolved = resolve_device(device)
         network, info = load_weights(path, resolved)
         return cls(network, info, resolved, batch_size)

@@ -53,11 +53,6 @@ def handler_for(kind: JobKind) -> Callable[[Handler], Handler]:
     return register
 
 
-@handler_for(JobKind.STORE_ONLY)
-def _store_only(_db: Database, _settings: Settings, job: JobInput) -> Outcome:
-    return Outcome(message=f"{job.kind.value}: nothing to process")
-
-
 def handler(kind: JobKind) -> Handler:
     for module in _HANDLER_MODULES:
         importlib.import_module(module)

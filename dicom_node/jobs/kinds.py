@@ -6,16 +6,12 @@ from enum import StrEnum
 
 
 class JobKind(StrEnum):
-    PROCESS_SERIES = "process_series"  # an MR series: segment, SEG + SC, export
+    PROCESS_SERIES = "process_series"  # a series: selected by the rules, segmented, SEG + SC exported; or skipped
     REGISTER_SEG = "register_seg"  # SEG objects received: expert masks for retraining
-    STORE_ONLY = "store_only"  # anything else: kept, nothing to do
     RETRAIN = "retrain"  # a retraining round over all expert masks
 
 
 def kind_for_modality(modality: str | None) -> JobKind:
-    """The job a completed series becomes, by its Modality."""
-    if modality == "MR":
-        return JobKind.PROCESS_SERIES
-    if modality == "SEG":
-        return JobKind.REGISTER_SEG
-    return JobKind.STORE_ONLY
+    """The job a completed series becomes: SEG objects are expert masks; every other series goes
+    to the series selection rules, which skip (with a reason) what the node does not segment."""
+    return JobKind.REGISTER_SEG if modality == "SEG" else JobKind.PROCESS_SERIES

@@ -41,8 +41,6 @@ def close_quiet_series(session: Session, quiet_s: float, now: datetime | None = 
             select(func.count()).select_from(Instance).where(Instance.series_id == series_id, Instance.job_id.is_not(None))
         )
         queue.set_instance_count(session, job.id, count or 0)
-        if kind is JobKind.STORE_ONLY:
-            queue.finish(session, job.id, JobState.SUCCEEDED, message=f"modality {series.modality or 'unknown'}: stored only")
         jobs.append(job)
     return jobs
 

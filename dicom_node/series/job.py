@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dicom_node.config import Settings
-from dicom_node.db.models import Output
+from dicom_node.db.models import JobState, Output
 from dicom_node.db.session import Database
 from dicom_node.export.queue import queue_exports
 from dicom_node.imaging.loading import SeriesLoadError
@@ -19,6 +19,8 @@ from dicom_node.jobs.listing import JobInput
 from dicom_node.jobs.queue import PermanentJobError
 from dicom_node.outputs.common import OutputBuildError
 from dicom_node.series.pipeline import SeriesResult, StepCall, call_directly, process_series, uid_seed_for
+from dicom_node.series_selection import RulesError, load_rules
+from dicom_node.uids import redact_uids
 
 
 def output_dir(settings: Settings, job: JobInput) -> Path:
@@ -58,13 +60,18 @@ def run_series_job(
     seed = uid_seed_for(job.series_instance_uid, job.version, segmenter.info.version)
     try:
         result = process_series(
-            job.paths, output_dir(settings, job), segmenter, seed,
+            job.paths, output_dir(settings, job), segmenter, seed, rules=load_rules(settings.series_rules),
             pseudocolor_settings=settings.pseudocolor, with_preview=with_preview, call=call,
         )
-    except (SeriesLoadError, OutputBuildError) as exc:  # the same files would fail the same way again
-        raise PermanentJobError(f"{type(exc).__name__}: {exc}") from exc
+    except (SeriesLoadError, OutputBuildError, RulesError) as exc:  # the same files would fail the same way again
+        raise PermanentJobError(redact_uids(f"{type(exc).__name__}: {exc}")) from None
+    if result.state != "segmented":
+        state = JobState.SKIPPED if result.state == "skipped" else JobState.NO_BRAIN
+        judged_by = result.model_version if state is JobState.NO_BRAIN else None  # a skipped series met no model
+        return Outcome(state=state, message=result.reason, stats=result.stats(), model_version=judged_by), result
     files = [("seg", p) for p in result.seg_paths] + [("sc", p) for p in result.sc_paths]
     outcome = Outcome(
+        message=result.reason,
         stats=result.stats(),
         model_version=result.model_version,
         writes=[lambda session: record_outputs(session, job.job_id, files, settings)],

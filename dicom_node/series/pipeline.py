@@ -1,4 +1,5 @@
-"""One series end to end, with no network and no database: load, segment, pseudocolor, SEG + SC.
+"""One series end to end, with no network and no database: select, load, segment, gate, then
+pseudocolor and SEG + SC when the gate found a brain.
 
 Every mode runs the same steps in the same order through :func:`process_series`: the node's
 plain dispatcher and ``dicom-node segment`` call the steps directly, the Prefect flow passes a
@@ -13,11 +14,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
-from dicom_node.imaging.loading import MRSeries, load_series
+from dicom_node.imaging.loading import MRSeries, load_series, read_header
+from dicom_node.imaging.plausibility import DEFAULT_LIMITS, GateLimits, Verdict, check_series
 from dicom_node.imaging.postprocess import MIN_BRAIN_ML
 from dicom_node.imaging.preview import preview_image
 from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
@@ -25,6 +27,7 @@ from dicom_node.outputs.common import Equipment
 from dicom_node.outputs.part10 import write_datasets
 from dicom_node.outputs.sc import build_sc_series
 from dicom_node.outputs.seg import build_segs
+from dicom_node.series_selection import RuleSet, Selection, select_series
 
 if TYPE_CHECKING:  # the segmenter module imports torch: only its type is needed here
     from dicom_node.imaging.segmenter import BrainMask, Segmenter
@@ -38,12 +41,16 @@ def call_directly(_name: str, fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
+#: What became of a series: outputs made, left out by a selection rule, or no plausible brain.
+SeriesState = Literal["segmented", "skipped", "no-brain"]
+
+
 @dataclass
 class SeriesResult:
-    """What processing one series produced; safe to log (no patient data, UIDs only hashed in ``log_name``)."""
+    """What processing one series produced; safe to log (no patient data, no UIDs in ``reason`` or ``notes``)."""
 
-    series_instance_uid: str
-    log_name: str
+    state: SeriesState
+    reason: str
     seg_paths: list[Path]
     sc_paths: list[Path]
     n_slices: int
@@ -52,6 +59,7 @@ class SeriesResult:
     model_name: str
     model_version: str
     notes: list[str] = field(default_factory=list)
+    measures: dict[str, float] = field(default_factory=dict)  # what the plausibility gate measured
     preview: np.ndarray | None = None  # RGB montage of a few slices, when asked for
 
     @property
@@ -61,8 +69,11 @@ class SeriesResult:
     def stats(self) -> dict[str, Any]:
         """The numbers kept on the job row and shown on the dashboard: no patient data."""
         return {
+            "result": self.state,
+            "reason": self.reason,
             "slices": self.n_slices,
             "brain_volume_ml": self.brain_volume_ml,
+            "gate": {k: round(v, 3) for k, v in self.measures.items()},
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "model": f"{self.model_name} {self.model_version}",
             "notes": self.notes,
@@ -79,8 +90,16 @@ def host_equipment(segmenter: Segmenter) -> Equipment:
     return Equipment.for_model(segmenter.info, device_serial_number=platform.node()[:64] or "unknown")
 
 
+def _select(paths: list[Path], rules: RuleSet) -> Selection:
+    return select_series([read_header(p) for p in paths], rules)
+
+
 def _segment(segmenter: Segmenter, series: MRSeries, min_brain_ml: float) -> BrainMask:
     return segmenter.segment(series, min_brain_ml)
+
+
+def _gate(series: MRSeries, brain: BrainMask, limits: GateLimits) -> Verdict:
+    return check_series(series, brain.mask, brain.mean_probability, limits)
 
 
 def _write_seg(series: MRSeries, brain: BrainMask, segmenter: Segmenter, made_by: Equipment, seed: str, out: Path) -> list[Path]:
@@ -101,11 +120,16 @@ def process_series(
     *,
     equipment: Equipment | None = None,
     pseudocolor_settings: PseudocolorSettings | None = None,
+    rules: RuleSet | None = None,
+    gate: GateLimits | None = DEFAULT_LIMITS,
     min_brain_ml: float = MIN_BRAIN_ML,
     with_preview: bool = False,
     call: StepCall = call_directly,
 ) -> SeriesResult:
     """Segment one series and write its SEG under ``out_dir/seg`` and SC images under ``out_dir/sc``.
+
+    With ``rules``, a series they do not select is ``skipped`` before anything is loaded. With
+    ``gate``, a mask that is not a plausible brain gives ``no-brain`` and no outputs.
 
     Raises:
         SeriesLoadError: the files cannot be segmented (not MR, colour, no pixel data, ...).
@@ -120,24 +144,29 @@ def process_series(
         seconds[name] = time.perf_counter() - started
         return result
 
+    def result(state: SeriesState, reason: str, **found: Any) -> SeriesResult:
+        base: dict[str, Any] = {"seg_paths": [], "sc_paths": [], "n_slices": 0, "brain_volume_ml": None}
+        return SeriesResult(state=state, reason=reason, seconds=seconds, model_name=segmenter.info.name,
+                            model_version=segmenter.info.version, **{**base, **found})
+
+    if rules is not None and not isinstance(source, MRSeries):
+        selection = timed("select", _select, [Path(p) for p in source], rules)
+        if not selection.selected:
+            return result("skipped", selection.reason)
+    series = source if isinstance(source, MRSeries) else timed("load", load_series, list(source))
+    brain = timed("segment", _segment, segmenter, series, min_brain_ml)
+    found: dict[str, Any] = {"n_slices": series.n_slices, "brain_volume_ml": brain.volume_ml, "notes": [*series.notes, *brain.notes]}
+    reason = "segmented"
+    if gate is not None:
+        verdict = timed("gate", _gate, series, brain, gate)
+        found["measures"], reason = verdict.measures, verdict.reason
+        if not verdict.ok:
+            return result("no-brain", verdict.reason, **found)
     colors = pseudocolor_settings or PseudocolorSettings()
     made_by = equipment or host_equipment(segmenter)
     root = Path(out_dir)
-    series = source if isinstance(source, MRSeries) else timed("load", load_series, list(source))
-    brain = timed("segment", _segment, segmenter, series, min_brain_ml)
     rgb = timed("pseudocolor", pseudocolor, series.pixels, brain.mask, colors)
     seg_paths = timed("build-seg", _write_seg, series, brain, segmenter, made_by, uid_seed, root / "seg")
     sc_paths = timed("build-sc", _write_sc, series, rgb, made_by, uid_seed, colors, root / "sc")
-    return SeriesResult(
-        series_instance_uid=series.series_instance_uid,
-        log_name=series.log_name,
-        seg_paths=seg_paths,
-        sc_paths=sc_paths,
-        n_slices=series.n_slices,
-        brain_volume_ml=brain.volume_ml,
-        seconds=seconds,
-        model_name=segmenter.info.name,
-        model_version=segmenter.info.version,
-        notes=[*series.notes, *brain.notes],
-        preview=preview_image(series.pixels, brain.mask, rgb) if with_preview else None,
-    )
+    preview = preview_image(series.pixels, brain.mask, rgb) if with_preview else None
+    return result("segmented", reason, seg_paths=seg_paths, sc_paths=sc_paths, preview=preview, **found)

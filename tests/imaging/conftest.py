@@ -19,8 +19,8 @@ import pytest
 from dicom_node.imaging.loading import MRSeries, load_folder
 from dicom_node.imaging.model_info import ArchSpec
 from dicom_node.outputs.seg import read_seg_mask
+from tests.conftest import SHARED_DATA
 
-from tests.conftest import SHARED_DATA  # noqa: E402 - one place for the data path
 TEST_ARCH = ArchSpec(input_size=128)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from dicom_node.config import Settings
 from dicom_node.imaging.network import (
     ArchSpec,
     ModelWeightsError,
@@ -16,7 +17,6 @@ from dicom_node.imaging.network import (
     save_weights,
 )
 from dicom_node.imaging.segmenter import freeze_for_cpu, get_segmenter
-from dicom_node.config import Settings
 from dicom_node.models.shipped import configured_weights, default_weights_path
 
 

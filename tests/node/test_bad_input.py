@@ -10,7 +10,7 @@ from pydicom import dcmread
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import MRImageStorage  # type: ignore[attr-defined]
 
-from tests.conftest import siemens_files, storescu, acknowledged_files
+from tests.conftest import acknowledged_files, siemens_files, storescu
 from tests.node.helpers import dataset_bytes, stored_path
 
 

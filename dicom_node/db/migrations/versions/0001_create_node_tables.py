@@ -1,7 +1,7 @@
 """create node tables
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 05:46:51.889525
 """
 import sqlalchemy as sa
