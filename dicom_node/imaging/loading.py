@@ -244,11 +244,10 @@ def load_series(paths: Iterable[Path | str], all_volumes: bool = False) -> MRSer
                     f"{frames.shape[1]}x{frames.shape[2]} image (NumberOfImagesInMosaic, CSA slice normal)."
                 )
         headers[path] = _header_only(ds)
-    if not entries:
+    if not entries or series_uid is None or first is None:
         if refusals:
             raise refusals[0][0]
         raise SeriesLoadError("No files were given for the series.")
-    assert series_uid is not None and first is not None
     notes = [f"Left out {text} (the rest of the series is segmented)." for _, text in refusals]
     notes.extend(sorted(mosaic_notes))
     entries = _keep_common_matrix(entries, notes)

@@ -137,8 +137,8 @@ def check_series(series: MRSeries, brain_mask: np.ndarray, confidence: float | N
     """
     spacing = series.slices[0].pixel_spacing
     depth = series.slice_spacing_mm or series.slices[0].slice_thickness
-    if spacing is None or depth is None:
-        return Verdict(False, "no brain: the series lacks pixel spacing or slice spacing, so its size cannot be judged")
+    if spacing is None or depth is None or any(s.position is None or s.orientation is None for s in series.slices):
+        return Verdict(False, "no brain: the series lacks pixel spacing or slice positions, so its size cannot be judged")
     if series.n_positions != series.n_slices:
         return Verdict(False, "no brain: the series holds repeated slice positions; gate one volume")
     return check_brain(series.pixels, brain_mask, (float(depth), float(spacing[0]), float(spacing[1])), confidence, limits)

@@ -1,4 +1,4 @@
-"""What the SEG and SC builders share: who made the object, deterministic UIDs and numbers."""
+"""What the SEG and SC builders share: who made the object, deterministic UIDs and numbers, valid sources."""
 
 from __future__ import annotations
 
@@ -99,8 +99,8 @@ def valid_source(ds: Dataset) -> tuple[Dataset, list[str]]:
     pydicom raises on the first and highdicom on the second. Here every top-level value of a
     checked VR is decoded once: one that does not decode is emptied, and the Type 2 patient and
     study attributes are added empty where absent. Dates and times must also parse. Valid
-    values are copied as they are. Returns
-    the copy and the keywords it emptied or added (for a note; never their values).
+    values are copied as they are. Returns the copy and the keywords it emptied or added (for a
+    note; never their values). The source header is not changed.
     """
     fixed = Dataset(dict(ds.items()))
     if hasattr(ds, "file_meta"):

@@ -141,3 +141,10 @@ def test_series_without_geometry_or_with_repeats_is_not_judged(load_named, share
     whole = load_series(paths, all_volumes=True)
     verdict = check_series(whole, np.ones(whole.pixels.shape, dtype=bool), 0.99)
     assert verdict.reason == "no brain: the series holds repeated slice positions; gate one volume"
+
+
+def test_a_series_without_slice_positions_is_not_judged(load_named) -> None:  # type: ignore[no-untyped-def]
+    skyra = load_named("sag-t1-siemens-skyra")
+    blind = replace(skyra, slices=[replace(s, position=None) for s in skyra.slices])
+    verdict = check_series(blind, np.ones(skyra.pixels.shape, dtype=bool), 0.99)
+    assert verdict.reason == "no brain: the series lacks pixel spacing or slice positions, so its size cannot be judged"
