@@ -330,7 +330,7 @@ def _floats(value: object, count: int) -> tuple[float, ...] | None:
     if value in (None, ""):
         return None
     try:
-        numbers = tuple(float(v) for v in value)  # type: ignore[union-attr,attr-defined]
+        numbers = tuple(float(v) for v in value)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         return None
     return numbers if len(numbers) == count and all(math.isfinite(n) for n in numbers) else None
@@ -340,7 +340,7 @@ def _values(ds: Dataset, keyword: str) -> list[str]:
     """The attribute's values as stripped strings; [] when absent, empty or unreadable."""
     try:
         value = ds.get(keyword)
-    except Exception:  # noqa: BLE001 - an invalid value (e.g. '***' in a DA) reads as missing
+    except Exception:
         return []
     if value is None or value == "":
         return []

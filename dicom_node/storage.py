@@ -67,29 +67,36 @@ def _staged_name(dst: Path) -> Path:
     return dst.parent / f".{dst.name}.{uuid.uuid4().hex}.part"
 
 
-def _publish(staged: Path, dst: Path) -> None:
+def _publish(staged: Path, dst: Path, sync_folder: bool = True) -> None:
     """The one atomic step: the complete staged file fsynced, renamed over ``dst``, folder fsynced."""
     fsync_file(staged)
     os.replace(staged, dst)
-    _fsync_dir(dst.parent)
+    if sync_folder:
+        _fsync_dir(dst.parent)
 
 
 @contextmanager
-def atomic_file(dst: Path) -> Iterator[BinaryIO]:
+def atomic_file(dst: Path, sync_folder: bool = True) -> Iterator[BinaryIO]:
     """Write ``dst`` whole or not at all: how the node writes every file it makes and keeps.
 
     Yields a file staged beside ``dst`` (``.<name>.<random>.part``, which :func:`remove_stale_parts`
     clears after a crash); when the block ends without an exception it is published as ``dst``,
-    otherwise removed.
+    otherwise removed. A caller writing many files into one folder passes ``sync_folder=False``
+    and calls :func:`sync_folder` once after the last.
     """
     make_folders(dst.parent)
     staged = _staged_name(dst)
     try:
         with open(staged, "wb") as fh:
             yield fh
-        _publish(staged, dst)
+        _publish(staged, dst, sync_folder)
     finally:
         staged.unlink(missing_ok=True)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the renames into ``folder`` durable (after ``atomic_file(..., sync_folder=False)``)."""
+    _fsync_dir(folder)
 
 
 def commit_file(src: Path, dst: Path, scratch: Path) -> None:

@@ -100,8 +100,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     print(header)
     for r in rows:
         print(f"{r.id:>5}  {r.state:<9}  {r.kind:<14}  {r.version:>3}  {r.instances:>5}  {(r.model_version or '-'):<10}  {r.series_instance_uid or '(retrain: all expert masks)'}")
-        if r.error:
-            print(f"{'':>7}error: {r.error}")
+        if r.state in ("skipped", "no-brain", "failed") and r.reason:
+            print(f"{'':>7}{r.state}: {r.reason}")
     return 0
 
 

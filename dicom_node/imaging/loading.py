@@ -145,7 +145,7 @@ def read_header(path: Path) -> Dataset:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         ok = "SOPInstanceUID" in ds and "SeriesInstanceUID" in ds
-    except Exception as exc:  # noqa: BLE001 - any parser failure means "not DICOM" here
+    except Exception as exc:
         raise SeriesLoadError(f"File {path} is not a DICOM file ({type(exc).__name__}).") from exc
     if not ok:
         raise SeriesLoadError(f"File {path} is not a DICOM file (no DICM preamble, no UIDs).")
@@ -381,7 +381,7 @@ def _decode(ds: Dataset, path: Path) -> np.ndarray:
     """Pixel data as float32 ``(frames, rows, cols)`` with the modality rescale applied."""
     try:
         raw = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types; all mean "cannot decode"
+    except Exception as exc:
         ts = ds.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
         name = getattr(ts, "name", ts)
         raise SeriesLoadError(f"File {path}: pixel data ({name}) could not be decoded: {exc}") from exc
@@ -458,12 +458,12 @@ def _slice_infos(ds: Dataset, path: Path) -> list[SliceInfo]:
     ]
 
 
-def _floats(ds: Dataset | None, keyword: str, count: int):  # noqa: ANN202 - tuple of `count` floats
+def _floats(ds: Dataset | None, keyword: str, count: int):
     raw = _safe_get(ds, keyword)
     if raw in (None, ""):
         return None
     try:
-        values = tuple(float(v) for v in raw)  # type: ignore[union-attr,attr-defined]
+        values = tuple(float(v) for v in raw)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         return None
     if len(values) != count or not all(math.isfinite(v) for v in values):
@@ -549,7 +549,7 @@ def _header_only(ds: Dataset) -> Dataset:
     """
     header = Dataset({tag: element for tag, element in ds.items() if tag not in _PIXEL_TAGS})
     header.file_meta = ds.file_meta
-    header.set_original_encoding(*ds.original_encoding, ds.original_character_set)
+    header.set_original_encoding(*ds.original_encoding, ds.original_character_set)  # type: ignore[call-arg]  # pydicom 3 takes the character set too
     header.preamble = getattr(ds, "preamble", None)
     return header
 

@@ -42,7 +42,7 @@ def is_mosaic(ds: Dataset) -> bool:
     """True when ImageType says MOSAIC (Siemens writes it on every mosaic)."""
     try:
         image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
-    except Exception:  # noqa: BLE001 - an unreadable ImageType is not a mosaic
+    except Exception:
         return False
     return "MOSAIC" in image_type
 
@@ -139,7 +139,7 @@ def _csa_tags(ds: Dataset) -> dict:
             from nibabel.nicom import csareader
 
             header = csareader.get_csa_header(ds, "image")
-    except Exception:  # noqa: BLE001 - a damaged private header means "no CSA information"
+    except Exception:
         return {}
     return header.get("tags", {}) if header else {}
 

@@ -118,7 +118,7 @@ def check_brain(
     if found is None:
         return Verdict(False, "no brain: the network marked no brain voxels")
     values = {k: v for k, v in asdict(found).items() if v is not None}
-    values["extent_mm"] = max(found.extent_mm)  # type: ignore[assignment]
+    values["extent_mm"] = max(found.extent_mm)
     failure = _failure(found, limits)
     if failure:
         return Verdict(False, f"no brain: {failure}", values)

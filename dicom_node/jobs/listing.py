@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dicom_node.db.models import Instance, Job, JobState, Series, Study
+from dicom_node.db.models import Instance, Job, JobEvent, JobState, Series, Study
 from dicom_node.jobs.kinds import JobKind
 from dicom_node.uids import short_hash
 
@@ -68,6 +68,7 @@ class JobRow:
     instances: int
     model_version: str | None
     error: str | None
+    reason: str | None  # why it ended as it did (the last event's message): the rule, the gate's check, the error
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -84,6 +85,12 @@ def list_jobs(session: Session, limit: int = 100, state: str | None = None) -> l
     )
     if state:
         query = query.where(Job.state == JobState(state))
+    rows = session.execute(query).all()
+    last_event = (
+        select(JobEvent.job_id, func.max(JobEvent.id).label("last")).where(JobEvent.job_id.in_([job.id for job, _, _ in rows])).group_by(JobEvent.job_id)
+    ).subquery()
+    ends = session.execute(select(JobEvent.job_id, JobEvent.message).join(last_event, JobEvent.id == last_event.c.last)).all()
+    reasons = {job_id: message for job_id, message in ends}
     return [
         JobRow(
             id=job.id,
@@ -96,10 +103,11 @@ def list_jobs(session: Session, limit: int = 100, state: str | None = None) -> l
             instances=job.instance_count,
             model_version=job.model_version,
             error=job.error,
+            reason=reasons.get(job.id),
             created_at=job.created_at.isoformat(),
             started_at=job.started_at.isoformat() if job.started_at else None,
             finished_at=job.finished_at.isoformat() if job.finished_at else None,
             flow_run_id=job.flow_run_id,
         )
-        for job, series_uid, study_uid in session.execute(query)
+        for job, series_uid, study_uid in rows
     ]

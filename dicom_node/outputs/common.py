@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-
-import uuid
 
 from pydicom import config
 from pydicom.datadict import keyword_for_tag
@@ -42,7 +41,7 @@ class Equipment:
     device_serial_number: str
 
     @classmethod
-    def for_model(cls, model: ModelInfo, device_serial_number: str) -> "Equipment":
+    def for_model(cls, model: ModelInfo, device_serial_number: str) -> Equipment:
         """dicom-node as manufacturer; software versions name the node and the model version."""
         return cls(
             manufacturer=MANUFACTURER,
@@ -114,7 +113,7 @@ def valid_source(ds: Dataset) -> tuple[Dataset, list[str]]:
             continue
         try:
             _check_value(vr, fixed[tag].value)
-        except Exception:  # noqa: BLE001 - any decoding failure means "not a valid value"
+        except Exception:
             keyword = keyword_for_tag(tag) or str(tag)
             fixed[tag] = DataElement(tag, vr, None)
             changed.append(keyword)
@@ -131,7 +130,7 @@ _TEMPORAL = {"DA": DA, "TM": TM, "DT": DT}
 def _check_value(vr: str, value: object) -> None:
     """Raise when ``value`` is not valid for ``vr`` (dates and times must also parse)."""
     values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
-    for item in values:  # type: ignore[union-attr,attr-defined]
+    for item in values:  # type: ignore[attr-defined]
         if item in (None, "") or not isinstance(item, str) or vr not in (*_TEMPORAL, "AS"):
             continue  # numbers and names were decoded (or raised) when the value was read
         validate_value(vr, item, config.RAISE)

@@ -19,7 +19,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_node.storage import atomic_file
+from dicom_node.storage import atomic_file, sync_folder
 
 # id(element) -> (element, its encoding). The element is kept so that its id stays its own.
 ElementCache = dict[int, tuple[DataElement, bytes]]
@@ -36,9 +36,11 @@ def write_datasets(datasets: Iterable[Dataset], folder: Path) -> list[Path]:
     paths = []
     for ds in datasets:
         target = folder / f"{ds.SOPInstanceUID}.dcm"
-        with atomic_file(target) as fh:
+        with atomic_file(target, sync_folder=False) as fh:
             fh.write(encode_part10(ds, cache))
         paths.append(target)
+    if paths:
+        sync_folder(folder)
     return paths
 
 

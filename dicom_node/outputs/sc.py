@@ -91,14 +91,14 @@ def build_sc_series(
                 sop_instance_uid=_image_uid(uid_seed, first),
                 instance_number=1,
                 manufacturer=equipment.manufacturer,
-                pixel_spacing=first.pixel_spacing,
+                pixel_spacing=first.pixel_spacing,  # type: ignore[arg-type]  # highdicom stubs say int; mm are floats
                 patient_orientation=patient_orientation(first.orientation),
                 transfer_syntax_uid=ExplicitVRLittleEndian,
             )
     except (ValueError, TypeError, AttributeError) as exc:
         raise OutputBuildError(f"SC image 1 of {series.log_name} could not be built: {exc}") from exc
     template.ManufacturerModelName = equipment.model_name
-    template.SoftwareVersions = list(equipment.software_versions)
+    template.SoftwareVersions = list(equipment.software_versions)  # type: ignore[assignment]  # a multi-valued LO
     template.DeviceSerialNumber = equipment.device_serial_number
     template.SeriesDescription = "Brain pseudocolor"
     template.DerivationDescription = description[:1024]

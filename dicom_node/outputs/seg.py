@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
@@ -99,7 +100,7 @@ def build_segs(
                     instance_number=k + 1,
                     manufacturer=equipment.manufacturer,
                     manufacturer_model_name=equipment.model_name,
-                    software_versions=list(equipment.software_versions),
+                    software_versions=list(equipment.software_versions),  # type: ignore[arg-type]  # highdicom accepts a list
                     device_serial_number=equipment.device_serial_number,
                     content_label="BRAIN",
                     content_description=f"Brain mask by {model.name} {model.version}"[:64],
@@ -240,7 +241,7 @@ def read_seg_mask(path: Path | str, series: MRSeries, segment_number: int = 1) -
     try:
         seg = hd.seg.segread(path)
         frames = seg.pixel_array.reshape((-1, seg.Rows, seg.Columns))
-    except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types for a bad file
+    except Exception as exc:
         raise OutputBuildError(f"File {path} is not a readable DICOM SEG: {exc}") from exc
     index = {(s.sop_instance_uid, s.frame_number): i for i, s in enumerate(series.slices)}
     mask = np.zeros(series.pixels.shape, dtype=bool)
