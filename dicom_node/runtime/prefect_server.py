@@ -27,9 +27,15 @@ class PrefectServerError(RuntimeError):
     pass
 
 
+# Loaded here, not in the child: the watchdog forks from a busy, threaded node, and a child must
+# not dlopen (another thread may hold the loader's lock at fork time).
+_PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """In the child before exec: ask Linux to SIGTERM it when the node dies (PR_SET_PDEATHSIG)."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def port_in_use(host: str, port: int) -> bool:
