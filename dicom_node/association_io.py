@@ -98,7 +98,7 @@ class Doorbell:
             self._write.close()
 
 
-class RingingQueue(queue.Queue):  # type: ignore[type-arg]
+class RingingQueue(queue.Queue):
     """A queue that rings the doorbell on every put."""
 
     def __init__(self, bell: Doorbell) -> None:

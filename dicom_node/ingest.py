@@ -12,15 +12,16 @@ import struct
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, CursorResult, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dicom_node.db.models import Instance, Series, Study
+from dicom_node.db.models import Base, Instance, Series, Study
 from dicom_node.db.session import Database
 from dicom_node.storage import commit_file, free_bytes, instance_path
 from dicom_node.uids import InvalidUID, require_uid, short_hash
@@ -106,7 +107,7 @@ def read_header(path: Path, expected_sop_instance: str | None = None, expected_s
     )
 
 
-def _check_lengths(ds, path: Path) -> dict[int, int]:  # type: ignore[no-untyped-def]
+def _check_lengths(ds, path: Path) -> dict[int, int]:
     """Refuse an element whose declared length runs past the end of the file.
 
     pydicom reads such a value short without a word (a private element or PixelData declaring
@@ -138,7 +139,7 @@ def _check_lengths(ds, path: Path) -> dict[int, int]:  # type: ignore[no-untyped
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
-def _dataset_offset(fp) -> int:  # type: ignore[no-untyped-def]
+def _dataset_offset(fp) -> int:
     """Where the dataset starts: after the preamble and the File Meta group (explicit VR LE)."""
     pos = 132
     while True:
@@ -152,7 +153,7 @@ def _dataset_offset(fp) -> int:  # type: ignore[no-untyped-def]
             pos += 8 + struct.unpack("<H", head[6:8])[0]
 
 
-def _check_complete(ds, lengths: dict[int, int]) -> None:  # type: ignore[no-untyped-def]
+def _check_complete(ds, lengths: dict[int, int]) -> None:
     """Refuse native pixel data whose size differs from what the header declares (truncation).
 
     Encapsulated (compressed) pixel data is parsed to its delimiter by pydicom, which fails on a
@@ -176,11 +177,12 @@ def _check_complete(ds, lengths: dict[int, int]) -> None:  # type: ignore[no-unt
         )
 
 
-def _insert_ignore(conn: Connection | Session, model, values: dict, key: str) -> int:  # type: ignore[no-untyped-def]
+def _insert_ignore(conn: Connection | Session, model: type[Base], values: dict[str, Any], key: str) -> int:
     """INSERT ... ON CONFLICT DO NOTHING on either database; returns the rows inserted."""
     dialect = conn.dialect if isinstance(conn, Connection) else conn.get_bind().dialect
     insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    return conn.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=[key])).rowcount
+    result: CursorResult[Any] = conn.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=[key]))  # type: ignore[assignment]
+    return result.rowcount
 
 
 def series_id_for(conn: Connection | Session, header: Header) -> int:
@@ -196,7 +198,10 @@ def series_id_for(conn: Connection | Session, header: Header) -> int:
         {"series_instance_uid": header.series_instance_uid, "study_id": study_id, "modality": header.modality},
         "series_instance_uid",
     )
-    return conn.scalar(select(Series.id).where(Series.series_instance_uid == header.series_instance_uid))
+    series_id = conn.scalar(select(Series.id).where(Series.series_instance_uid == header.series_instance_uid))
+    if series_id is None:  # the insert above or a concurrent one made it: it cannot be missing
+        raise RuntimeError("the series row vanished while it was being added")
+    return series_id
 
 
 def insert_instance(
@@ -213,11 +218,6 @@ def insert_instance(
         "calling_ae": calling_ae,
     }
     return bool(_insert_ignore(conn, Instance, values, "sop_instance_uid"))
-
-
-def record_instance(conn: Connection | Session, header: Header, path: Path, size: int, calling_ae: str | None) -> bool:
-    """Add the study, series and instance rows if missing; True when the instance is new."""
-    return insert_instance(conn, header, series_id_for(conn, header), path, size, calling_ae)
 
 
 def instance_exists(conn: Connection | Session, sop_instance_uid: str) -> bool:

@@ -17,9 +17,10 @@ import tempfile
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -88,7 +89,7 @@ def handle_echo(event: Event) -> int:
 
 def handle_store(event: Event, db: Database, settings: Settings) -> int:
     """Keep the received instance and answer its status. Never raises."""
-    request = event.request
+    request = cast(C_STORE, event.request)
     calling_ae = event.assoc.requestor.ae_title.strip() or None
     try:
         ingest_file(
@@ -115,7 +116,7 @@ def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
     ae.maximum_pdu_size = settings.max_pdu
     # pynetdicom counts every connection, negotiated or not; handle_requested enforces the real
     # limit on negotiated ones, so half-open connections cannot lock senders out.
@@ -198,25 +199,27 @@ def handle_closed(event: Event, sweeper: OrphanSweeper) -> None:
 def start_listener(settings: Settings, db: Database, ssl_context: Any = None) -> NodeServer:
     """Start the SCP in background threads and return its server (``shutdown()`` stops it)."""
     # pynetdicom's documented configuration (pynetdicom._config): received datasets go straight
-    # to a file in our own tmp folder, a PDU at a time, and committing one is a rename.
+    # to a file, a PDU at a time. Those files (and only those: the process's tempfile.tempdir
+    # stays as it is) are made in our own tmp folder, so that committing one is a rename on the
+    # same filesystem and the free-space checks see them.
     _config.STORE_RECV_CHUNKED_DATASET = True
     scratch = tmp_dir(settings.data_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     settings.incoming_dir.mkdir(parents=True, exist_ok=True)
-    tempfile.tempdir = str(scratch)
+    dimse_messages.NamedTemporaryFile = functools.partial(tempfile.NamedTemporaryFile, dir=scratch)  # type: ignore[assignment]
 
     ae = build_ae(settings)
     limits = Limits(max_pdu=settings.max_pdu, min_free_bytes=settings.min_free_bytes, scratch=scratch)
-    handlers = [
+    handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, handle_open, [limits]),
         (evt.EVT_CONN_CLOSE, handle_closed, [OrphanSweeper(scratch, settings.network_timeout_s)]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [db, settings]),
     ]
     handler_class = functools.partial(NodeRequestHandler, tls=ssl_context, timeout_s=settings.network_timeout_s)
-    server = ae.make_server(
+    server = cast(NodeServer, ae.make_server(
         (settings.host, settings.port), evt_handlers=handlers, server_class=NodeServer, request_handler=handler_class
-    )
+    ))
     server.bind(evt.EVT_REQUESTED, handle_requested, [AssociationGate(settings.max_associations)])
     connection_cap = settings.max_associations * CONNECTIONS_PER_ASSOCIATION
     allowed = set(settings.allowed_hosts)
@@ -230,7 +233,7 @@ def start_listener(settings: Settings, db: Database, ssl_context: Any = None) ->
             return False
         return True
 
-    server.verify_request = verify_request  # type: ignore[method-assign]
+    server.verify_request = verify_request  # type: ignore[method-assign,assignment]
     thread = threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
     thread.start()
     log.info("listening as %s on %s:%d", settings.ae_title, settings.host, settings.port)

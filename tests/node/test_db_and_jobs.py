@@ -10,7 +10,7 @@ from sqlalchemy import inspect, select
 from dicom_node.db.migrate import current_revision
 from dicom_node.db.models import Instance, Job, JobEvent, JobState, utcnow
 from dicom_node.db.session import Database
-from dicom_node.ingest import Header, record_instance
+from dicom_node.ingest import Header, insert_instance, series_id_for
 from dicom_node.jobs.queue import claim_next, fail_or_retry, requeue_interrupted
 from dicom_node.jobs.tracker import close_quiet_series
 
@@ -18,7 +18,7 @@ from dicom_node.jobs.tracker import close_quiet_series
 def _add(db: Database, sop: str, series: str = "1.2.3.4", modality: str = "MR", age_s: float = 60) -> None:
     header = Header("1.2.840.10008.5.1.4.1.1.4", sop, "1.2.3", series, modality, "1.2.840.10008.1.2.1")
     with db.session() as session:
-        assert record_instance(session, header, Path(f"/x/{sop}.dcm"), 10, "SCANNER")
+        assert insert_instance(session, header, series_id_for(session, header), Path(f"/x/{sop}.dcm"), 10, "SCANNER")
         session.execute(Instance.__table__.update().where(Instance.sop_instance_uid == sop).values(received_at=utcnow() - timedelta(seconds=age_s)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,9 @@ def test_tiny_training_reduces_loss_and_writes_a_loadable_checkpoint(tmp_path: P
     config = TrainConfig(epochs=2, samples_per_epoch=48, batch_size=8, lr=3e-3, warmup_steps=2, val_slices_per_case=6,
                          arch=ArchSpec(input_size=48, decoder_channels=32), augment=mild)
     out = tmp_path / "tiny.pt"
-    result = train([_toy_case()], config, out=out, name="tiny", version="0.0.1", progress=False, log=lambda _m: None)
+    torch.set_num_threads(1)  # a training round must give the process its thread count back
+    result = train([_toy_case()], replace(config, threads=2), out=out, name="tiny", version="0.0.1", progress=False, log=lambda _m: None)
+    assert torch.get_num_threads() == 1
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert result.history[1]["loss"] < result.history[0]["loss"]
     network, info = load_weights(out)
