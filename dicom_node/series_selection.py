@@ -56,6 +56,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from dicom_node.imaging.loading import float_values
 from dicom_node.imaging.mosaic import mosaic_tile_count
 
 ORIENTATION_TOLERANCE = 1e-3
@@ -287,11 +288,11 @@ def _orientations(ds: Dataset) -> list[tuple[float, ...]]:
         for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
             for item in ds.get(groups) or []:
                 for plane in item.get("PlaneOrientationSequence") or []:
-                    value = _floats(plane.get("ImageOrientationPatient"), 6)
+                    value = float_values(plane.get("ImageOrientationPatient"), 6)
                     if value:
                         result.append(value)
         return result
-    value = _floats(ds.get("ImageOrientationPatient"), 6)
+    value = float_values(ds.get("ImageOrientationPatient"), 6)
     return [value] if value else []
 
 
@@ -305,7 +306,7 @@ def _frame_positions(ds: Dataset) -> list[float]:
             orientation = _first(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient", 6)
             pairs.append((position, orientation))
     else:
-        pairs.append((_floats(ds.get("ImagePositionPatient"), 3), _floats(ds.get("ImageOrientationPatient"), 6)))
+        pairs.append((float_values(ds.get("ImagePositionPatient"), 3), float_values(ds.get("ImageOrientationPatient"), 6)))
     result = []
     for position, orientation in pairs:
         if position is None or orientation is None:
@@ -320,20 +321,12 @@ def _first(item: Dataset, shared: Dataset, sequence: str, keyword: str, count: i
     for source in (item, shared):
         inner = source.get(sequence)
         if inner:
-            value = _floats(inner[0].get(keyword), count)
+            value = float_values(inner[0].get(keyword), count)
             if value:
                 return value
     return None
 
 
-def _floats(value: object, count: int) -> tuple[float, ...] | None:
-    if value in (None, ""):
-        return None
-    try:
-        numbers = tuple(float(v) for v in value)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        return None
-    return numbers if len(numbers) == count and all(math.isfinite(n) for n in numbers) else None
 
 
 def _values(ds: Dataset, keyword: str) -> list[str]:

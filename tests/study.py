@@ -21,7 +21,6 @@ brain passes the plausibility gate), ``skipped`` (by the selection rule whose re
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from pydicom.uid import generate_uid
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dicom_node.models.registry import sha256_of  # noqa: E402
 from tests.conftest import SHARED_DATA  # noqa: E402
 
 CACHE = REPO / ".cache"
@@ -76,7 +76,7 @@ def heudiconv_wheel(cache: Path = CACHE) -> Path:
     """
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / HEUDICONV_WHEEL
-    if not (path.exists() and _sha256(path) == HEUDICONV_SHA256):
+    if not (path.exists() and sha256_of(path) == HEUDICONV_SHA256):
         run = subprocess.run(
             [sys.executable, "-m", "pip", "download", "heudiconv==1.5.1", "--no-deps", "--only-binary=:all:", "-d", str(cache)],
             capture_output=True, text=True, check=False,
@@ -86,7 +86,7 @@ def heudiconv_wheel(cache: Path = CACHE) -> Path:
                 f"The heudiconv wheel (Siemens mosaics for the study test) could not be downloaded: "
                 f"{(run.stderr or run.stdout).strip()[-400:]}. Put {HEUDICONV_WHEEL} in {cache} by hand."
             )
-    digest = _sha256(path)
+    digest = sha256_of(path)
     if digest != HEUDICONV_SHA256:
         raise RuntimeError(f"{path} has sha256 {digest}, not the pinned {HEUDICONV_SHA256}; delete it and rerun.")
     return path
@@ -273,12 +273,6 @@ def _dicom_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name not in {"LICENSE", "SOURCE.md", "README-Series.txt"})
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":  # python tests/study.py DEST: build the study for a manual storescu push

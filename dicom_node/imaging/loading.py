@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -458,17 +459,19 @@ def _slice_infos(ds: Dataset, path: Path) -> list[SliceInfo]:
     ]
 
 
-def _floats(ds: Dataset | None, keyword: str, count: int):
-    raw = _safe_get(ds, keyword)
-    if raw in (None, ""):
+def float_values(value: object, count: int) -> tuple[float, ...] | None:
+    """``count`` finite numbers from a multi-valued DS/FD value; None for anything else."""
+    if value in (None, ""):
         return None
     try:
-        values = tuple(float(v) for v in raw)  # type: ignore[attr-defined]
+        numbers = tuple(float(v) for v in value)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         return None
-    if len(values) != count or not all(math.isfinite(v) for v in values):
-        return None
-    return values
+    return numbers if len(numbers) == count and all(math.isfinite(n) for n in numbers) else None
+
+
+def _floats(ds: Dataset | None, keyword: str, count: int) -> Any:  # a tuple of ``count`` floats, as the field expects
+    return float_values(_safe_get(ds, keyword), count)
 
 
 def _float(ds: Dataset | None, keyword: str) -> float | None:

@@ -1,6 +1,6 @@
 """The plausibility gate with the shipped model: every real head passes, every non-brain is stopped.
 
-Measured with ``models/brain-deeplabv3plus.pt`` on the CPU (volume ml; brain slices / span mm;
+Measured with the shipped model (``dicom_node/models/weights/brain-deeplabv3plus.pt``) on the CPU (volume ml; brain slices / span mm;
 largest extent mm; fraction inside the head; fraction of brain voxels on the 2-pixel image border,
 measured but not a check, see the module; mean probability):
 
@@ -38,11 +38,12 @@ from dicom_node.imaging.loading import MRSeries, load_series
 from dicom_node.imaging.plausibility import DEFAULT_LIMITS, GateLimits, Verdict, check_brain, check_series
 from dicom_node.imaging.postprocess import clean_mask
 from dicom_node.imaging.segmenter import Segmenter, mean_probability
+from dicom_node.models.shipped import default_weights_path
 from dicom_node.training.data import load_nifti_case
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import SHARED_DATA
 from tests.study import heudiconv_data
 
-SHIPPED_WEIGHTS = REPO / "models" / "brain-deeplabv3plus.pt"
+SHIPPED_WEIGHTS = default_weights_path()
 RELAXED_VOLUME = GateLimits(min_slices=1, min_span_mm=0.0, max_slice_spacing_mm=1e9, min_ml=0.0)
 
 

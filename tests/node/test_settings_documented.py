@@ -17,7 +17,7 @@ SAMPLES = {
     "PREFECT_PORT": "4300", "WORK_POOL": "gpu-pool", "MODEL_WEIGHTS": "/srv/models/site.pt", "DEVICE": "cpu",
     "PSEUDOCOLOR_BINS": "32", "PSEUDOCOLOR_COLORMAP": "TURBO", "TLS_CERT": "/srv/tls/node.pem", "TLS_KEY": "/srv/tls/node.key",
     "TLS_CA": "/srv/tls/ca.pem", "RETRAIN_MIN_MASKS": "2", "RETRAIN_EPOCHS": "1", "RETRAIN_SAMPLES_PER_EPOCH": "64",
-    "LOG_LEVEL": "DEBUG",
+    "LOG_LEVEL": "DEBUG", "SERIES_RULES": "/srv/node/rules.json", "NETWORK_TIMEOUT_S": "30", "MAX_ASSOCIATIONS": "8",
 }
 
 
