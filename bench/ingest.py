@@ -353,7 +353,7 @@ def profile(workdir: Path, files: list[Path]) -> dict[str, float]:
 
     from sqlalchemy import Connection
 
-    from dicom_node import ingest, listener, storage
+    from dicom_node.receive import ingest, listener, storage
 
     for name in ("dicom_node", "alembic", "pynetdicom"):
         logging.getLogger(name).setLevel(logging.WARNING)

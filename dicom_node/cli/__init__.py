@@ -26,9 +26,9 @@ def _settings_or_exit() -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from dicom_node.db.migrate import upgrade
+    from dicom_node.receive.tls import server_context
     from dicom_node.runtime.modes import Processing, StartupError, start_processing
     from dicom_node.runtime.node import Node
-    from dicom_node.tls import server_context
 
     settings = _settings_or_exit()
     if not args.verbose:

@@ -20,7 +20,7 @@ from dicom_node.db.models import Export, ExportState, Job, JobState, Output, utc
 from dicom_node.db.session import Database
 from dicom_node.export.retry import attempts_left, backoff
 from dicom_node.export.sender import SendResult, send_files
-from dicom_node.tls import client_context
+from dicom_node.receive.tls import client_context
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dicom_node.imaging.model_info import ArchSpec, ModelInfo
-from dicom_node.storage import atomic_file
+from dicom_node.receive.storage import atomic_file
 
 WEIGHTS_FORMAT = "dicom-node-weights/1"
 

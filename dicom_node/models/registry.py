@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dicom_node.db.models import ModelStatus, ModelVersion, utcnow
-from dicom_node.storage import atomic_file
+from dicom_node.receive.storage import atomic_file
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_node.storage import atomic_file, sync_folder
+from dicom_node.receive.storage import atomic_file, sync_folder
 
 # id(element) -> (element, its encoding). The element is kept so that its id stays its own.
 ElementCache = dict[int, tuple[DataElement, bytes]]

@@ -22,8 +22,8 @@ from dicom_node.export.queue import export_due
 from dicom_node.jobs.dispatch import report_failure, run_job
 from dicom_node.jobs.queue import claim_next, requeue_interrupted
 from dicom_node.jobs.tracker import close_quiet_series, queue_retrain_if_due
-from dicom_node.listener import start_listener
-from dicom_node.storage import remove_stale_parts, tmp_dir
+from dicom_node.receive.listener import start_listener
+from dicom_node.receive.storage import remove_stale_parts, tmp_dir
 
 log = logging.getLogger(__name__)
 

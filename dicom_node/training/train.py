@@ -25,7 +25,7 @@ from torch import nn
 
 from dicom_node.imaging.model_info import ArchSpec
 from dicom_node.imaging.network import build_network, load_weights, resolve_device, save_weights
-from dicom_node.storage import atomic_file
+from dicom_node.receive.storage import atomic_file
 from dicom_node.training.augment import AugmentConfig, augment
 from dicom_node.training.data import ORIENTATIONS, Case, SliceSet, case_slices
 from dicom_node.training.metrics import batch_dice

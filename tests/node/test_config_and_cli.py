@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from dicom_node.config import Destination, Settings
-from dicom_node.storage import instance_path
+from dicom_node.receive.storage import instance_path
 from dicom_node.uids import InvalidUID, is_safe_uid, short_hash
 
 CLI = str(Path(sys.executable).parent / "dicom-node")

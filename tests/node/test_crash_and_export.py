@@ -106,7 +106,7 @@ def test_pacs_down_results_wait_and_go_out_when_it_returns(migrated_db: Database
     out.parent.mkdir(parents=True)
     out.write_bytes(source.read_bytes())
     with db.session() as session:
-        from dicom_node.ingest import insert_instance, read_header, series_id_for
+        from dicom_node.receive.ingest import insert_instance, read_header, series_id_for
         header = read_header(source)
         insert_instance(session, header, series_id_for(session, header), source, source.stat().st_size, None)
         instance = session.scalars(select(Instance)).one()

@@ -10,9 +10,9 @@ from sqlalchemy import inspect, select
 from dicom_node.db.migrate import current_revision
 from dicom_node.db.models import Instance, Job, JobEvent, JobState, utcnow
 from dicom_node.db.session import Database
-from dicom_node.ingest import Header, insert_instance, series_id_for
 from dicom_node.jobs.queue import claim_next, fail_or_retry, requeue_interrupted
 from dicom_node.jobs.tracker import close_quiet_series
+from dicom_node.receive.ingest import Header, insert_instance, series_id_for
 
 
 def _add(db: Database, sop: str, series: str = "1.2.3.4", modality: str = "MR", age_s: float = 60) -> None:

@@ -12,7 +12,7 @@ from dicom_node.config import Settings
 from dicom_node.db.models import Export, ExportState, Instance, Job, JobState
 from dicom_node.db.session import Database
 from dicom_node.export.queue import export_due
-from dicom_node.ingest import ingest_file
+from dicom_node.receive.ingest import ingest_file
 from dicom_node.series.job import record_outputs
 from tests.conftest import siemens_files
 from tests.node.helpers import late_copies

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from dicom_node.config import Settings
 from dicom_node.db.models import Instance
 from dicom_node.db.session import Database
-from dicom_node.listener import start_listener
+from dicom_node.receive.listener import start_listener
 from tests.conftest import free_port, siemens_files, storescu
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from dicom_node.config import Destination, Settings
 from dicom_node.export.sender import send_files
-from dicom_node.tls import client_context
+from dicom_node.receive.tls import client_context
 from tests.conftest import acknowledged_files, free_port, siemens_files, wait_for_port
 from tests.node.helpers import dataset_bytes, stored_path
 

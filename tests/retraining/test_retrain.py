@@ -13,12 +13,12 @@ from dicom_node.db.models import Job, JobState, ModelStatus
 from dicom_node.db.session import Database
 from dicom_node.imaging.model_info import ArchSpec
 from dicom_node.imaging.network import build_network, load_weights, save_weights
-from dicom_node.ingest import ingest_file
 from dicom_node.jobs.dispatch import run_job
 from dicom_node.jobs.tracker import close_quiet_series
 from dicom_node.models.registry import RegistryError, adopt_shipped, list_models, production, promote, register, rollback
 from dicom_node.models.retraining import RoundResult, conclude_round, expert_case_refs, load_case, round_verdict, score
 from dicom_node.models.shipped import production_weights
+from dicom_node.receive.ingest import ingest_file
 from tests.conftest import SHARED_DATA, SIEMENS, siemens_files, storescu, wait_until
 
 REFERENCE_SEG = SHARED_DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"

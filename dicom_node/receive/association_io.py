@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicom_node.storage import free_bytes
+from dicom_node.receive.storage import free_bytes
 
 log = logging.getLogger(__name__)
 

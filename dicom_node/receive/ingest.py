@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from dicom_node.db.models import Base, Instance, Series, Study
 from dicom_node.db.session import Database
-from dicom_node.storage import commit_file, free_bytes, instance_path
+from dicom_node.receive.storage import commit_file, free_bytes, instance_path
 from dicom_node.uids import InvalidUID, require_uid, short_hash
 
 log = logging.getLogger(__name__)

@@ -26,11 +26,11 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from dicom_node.association_io import Limits, install
 from dicom_node.config import Settings
 from dicom_node.db.session import Database
-from dicom_node.ingest import STATUS_PROCESSING_FAILURE, IngestError, ingest_file
-from dicom_node.storage import remove_orphans, tmp_dir
+from dicom_node.receive.association_io import Limits, install
+from dicom_node.receive.ingest import STATUS_PROCESSING_FAILURE, IngestError, ingest_file
+from dicom_node.receive.storage import remove_orphans, tmp_dir
 from dicom_node.uids import redact_uids, short_hash
 
 log = logging.getLogger(__name__)
