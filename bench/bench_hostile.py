@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.ingest import REPO, log, node, push, siemens_files
+from tests.node.helpers import association_request
 
 IDLE = 25
 LARGE_MB = 300
@@ -41,29 +42,10 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
-def _association_request() -> bytes:
-    from pynetdicom.pdu import A_ASSOCIATE_RQ
-    from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-    from pynetdicom.presentation import build_context
-
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title, primitive.called_ae_title = "IDLE", "DICOMNODE"
-    context = build_context("1.2.840.10008.1.1")
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 16384
-    primitive.user_information = [max_length]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return pdu.encode()
-
-
 @contextlib.contextmanager
 def idle_associations(port: int, count: int) -> Iterator[None]:
     socks = []
-    request = _association_request()
+    request = association_request(calling="IDLE")
     try:
         for _ in range(count):
             sock = socket.create_connection(("127.0.0.1", port), timeout=30)

@@ -65,7 +65,6 @@ def export_due(db: Database, settings: Settings) -> dict[str, int]:
     by_destination = {str(d): d for d in settings.destinations}
     with db.session() as session:
         supersede_older_versions(session)
-    with db.session() as session:
         due = session.execute(
             select(Export.id, Export.destination, Output.path)
             .join(Output, Export.output_id == Output.id)

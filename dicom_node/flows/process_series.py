@@ -17,7 +17,7 @@ from dicom_node.config import Settings
 from dicom_node.flows.context import job_crashed, job_run
 from dicom_node.jobs.dispatch import complete
 from dicom_node.series.job import run_series_job
-from dicom_node.uids import redact_exception, short_hash
+from dicom_node.uids import redact_exception
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ def process_series(job_id: int, name: str = "process-series", settings: Settings
         complete(db, job_id, outcome)
     stats = result.stats()
     create_table_artifact(
-        key=f"series-{short_hash(job.series_instance_uid)}",
+        key=job.series_label,
         table=[{"metric": k, "value": str(v)} for k, v in {**stats, "job": job_id, "version": job.version}.items()],
         description="Series numbers (no patient data)",
     )

@@ -3,7 +3,6 @@ work pool (distributed). Kinds without a flow run in the node itself, through th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from prefect import Flow, tags
@@ -16,11 +15,9 @@ from dicom_node.db.session import Database
 from dicom_node.flows.process_series import process_series
 from dicom_node.flows.retrain import retrain
 from dicom_node.jobs import queue
-from dicom_node.jobs.dispatch import read_job, run_job
+from dicom_node.jobs.dispatch import Processor, read_job, run_read_job
 from dicom_node.jobs.kinds import JobKind
 from dicom_node.jobs.listing import JobInput
-
-Processor = Callable[[Database, Settings, int], None]
 
 #: The job kinds that run as a flow; the rest are quick bookkeeping, done by the node inline.
 FLOWS: dict[JobKind, Flow[..., Any]] = {JobKind.PROCESS_SERIES: process_series, JobKind.RETRAIN: retrain}
@@ -29,7 +26,7 @@ DEPLOYMENT_NAME = "dicom-node"
 
 def run_tags(job: JobInput) -> list[str]:
     """Tags of a job's flow run: the node's, and the job's label without its version (no patient data)."""
-    return ["dicom-node", job.label.rsplit("-v", 1)[0] if job.series_instance_uid else "retrain"]
+    return ["dicom-node", job.series_label]
 
 
 def in_process(api_url: str) -> Processor:
@@ -39,7 +36,7 @@ def in_process(api_url: str) -> Processor:
         job = read_job(db, job_id)
         flow = FLOWS.get(job.kind)
         if flow is None:
-            run_job(db, settings, job_id)
+            run_read_job(db, settings, job)
             return
         with temporary_settings(updates={PREFECT_API_URL: api_url}), tags(*run_tags(job)):
             flow(job_id=job_id, name=job.label, settings=settings)
@@ -53,7 +50,7 @@ def submit_to_pool(db: Database, settings: Settings, job_id: int) -> None:
     job = read_job(db, job_id)
     flow = FLOWS.get(job.kind)
     if flow is None:
-        run_job(db, settings, job_id)
+        run_read_job(db, settings, job)
         return
     flow_run = run_deployment(  # sync here: the node's dispatcher thread has no event loop
         f"{flow.name}/{DEPLOYMENT_NAME}",

@@ -34,6 +34,8 @@ class Outcome:
 
 
 Handler = Callable[[Database, Settings, JobInput], Outcome]
+#: Runs one claimed job to its end, or raises: :func:`run_job` here, or a flow (``dicom_node.flows.run``).
+Processor = Callable[[Database, Settings, int], None]
 _HANDLERS: dict[JobKind, Handler] = {}
 
 # The modules whose @handler_for functions fill the registry; imported on first use, so that
@@ -79,8 +81,12 @@ def complete(db: Database, job_id: int, outcome: Outcome) -> None:
 
 def run_job(db: Database, settings: Settings, job_id: int) -> None:
     """Run a claimed job here, to its end; an exception leaves the job to :func:`report_failure`."""
-    job = read_job(db, job_id)
-    complete(db, job_id, handler(job.kind)(db, settings, job))
+    run_read_job(db, settings, read_job(db, job_id))
+
+
+def run_read_job(db: Database, settings: Settings, job: JobInput) -> None:
+    """:func:`run_job` for a job already read."""
+    complete(db, job.job_id, handler(job.kind)(db, settings, job))
 
 
 def report_failure(db: Database, settings: Settings, job_id: int, exc: BaseException | str) -> JobState:

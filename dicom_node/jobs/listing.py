@@ -25,10 +25,14 @@ class JobInput:
     paths: list[Path]
 
     @property
+    def series_label(self) -> str:
+        """``series-<hash of the Series UID>``, or ``retrain`` for a retraining round."""
+        return f"series-{short_hash(self.series_instance_uid)}" if self.series_instance_uid else "retrain"
+
+    @property
     def label(self) -> str:
-        if not self.series_instance_uid:
-            return f"retrain-r{self.version}"
-        return f"series-{short_hash(self.series_instance_uid)}-v{self.version}"
+        """Names the job's flow run and output folder: ``series-<hash>-v<version>`` or ``retrain-r<round>``."""
+        return f"{self.series_label}-v{self.version}" if self.series_instance_uid else f"retrain-r{self.version}"
 
 
 def job_instance_paths(session: Session, job: Job) -> list[Path]:

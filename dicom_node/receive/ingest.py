@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import data_element_generator
 from sqlalchemy import Connection, CursorResult, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -112,45 +110,25 @@ def _check_lengths(ds, path: Path) -> dict[int, int]:
 
     pydicom reads such a value short without a word (a private element or PixelData declaring
     0xFFFFFFF0 bytes with a few KiB present), so the file would be kept as if it were whole. The
-    top-level elements are walked raw (large values skipped, not read) and each declared length
-    is compared with what the file holds. Returns the declared length of each top-level element.
+    top-level elements are still raw just after ``dcmread`` (large values deferred, not read):
+    each one's declared length is compared with what the file holds. Returns the declared length
+    of each top-level element.
     """
     lengths: dict[int, int] = {}
-    syntax = ds.file_meta.TransferSyntaxUID
-    if syntax.is_deflated:
-        return lengths  # the dataset is compressed as a whole; pydicom's inflate fails on truncation
+    if ds.file_meta.TransferSyntaxUID.is_deflated:
+        return lengths  # positions are in the inflated stream; pydicom's inflate fails on truncation
     size = os.path.getsize(path)
-    with open(path, "rb") as fp:
-        fp.seek(_dataset_offset(fp))
-        elements = data_element_generator(fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=DEFER_BYTES)
-        for elem in elements:
-            length, tell = getattr(elem, "length", None), getattr(elem, "value_tell", None)
-            if length is None or tell is None or length == UNDEFINED_LENGTH:
-                continue
-            if tell + length > size:
-                raise IngestError(
-                    STATUS_CANNOT_UNDERSTAND,
-                    f"element {elem.tag} declares {length} bytes but only {max(size - tell, 0)} follow (malformed length)",
-                )
-            lengths[int(elem.tag)] = int(length)
+    for tag, elem in ds.items():
+        length, tell = getattr(elem, "length", None), getattr(elem, "value_tell", None)
+        if length is None or tell is None or length == UNDEFINED_LENGTH:
+            continue
+        if tell + length > size:
+            raise IngestError(
+                STATUS_CANNOT_UNDERSTAND,
+                f"element {tag} declares {length} bytes but only {max(size - tell, 0)} follow (malformed length)",
+            )
+        lengths[int(tag)] = int(length)
     return lengths
-
-
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-
-
-def _dataset_offset(fp) -> int:
-    """Where the dataset starts: after the preamble and the File Meta group (explicit VR LE)."""
-    pos = 132
-    while True:
-        fp.seek(pos)
-        head = fp.read(8)
-        if len(head) < 8 or struct.unpack("<H", head[:2])[0] != 0x0002:
-            return pos
-        if head[4:6] in _LONG_VRS:
-            pos += 12 + struct.unpack("<I", fp.read(4))[0]
-        else:
-            pos += 8 + struct.unpack("<H", head[6:8])[0]
 
 
 def _check_complete(ds, lengths: dict[int, int]) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicom_node.config import Settings
-from dicom_node.jobs.dispatch import run_job
-from dicom_node.runtime.node import Processor
+from dicom_node.jobs.dispatch import Processor, run_job
 from dicom_node.runtime.prefect_server import EmbeddedPrefectServer
 
 

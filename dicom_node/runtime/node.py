@@ -19,7 +19,7 @@ from typing import Any
 from dicom_node.config import Settings
 from dicom_node.db.session import Database
 from dicom_node.export.queue import export_due
-from dicom_node.jobs.dispatch import report_failure, run_job
+from dicom_node.jobs.dispatch import Processor, report_failure, run_job
 from dicom_node.jobs.queue import claim_next, requeue_interrupted
 from dicom_node.jobs.tracker import close_quiet_series, queue_retrain_if_due
 from dicom_node.receive.listener import start_listener
@@ -27,9 +27,6 @@ from dicom_node.receive.storage import remove_stale_parts, tmp_dir
 
 log = logging.getLogger(__name__)
 
-# A processor runs one claimed job to its end (or raises): ``run_job`` here, or a flow
-# (``dicom_node.flows.run``).
-Processor = Callable[[Database, Settings, int], None]
 NODE_LEASE = "node:"  # prefix of the lease of a job that a node process runs itself
 
 

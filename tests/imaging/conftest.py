@@ -51,6 +51,28 @@ def siemens_reference_mask(load_named, shared_data: Path) -> np.ndarray:
     return read_seg_mask(shared_data / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm", series)
 
 
+@pytest.fixture(scope="session")
+def heudiconv() -> Path:
+    """The heudiconv wheel's test DICOM (Siemens mosaics), fetched once and checked by sha256."""
+    from tests.study import heudiconv_data
+
+    try:
+        return heudiconv_data()
+    except RuntimeError as exc:  # a missing download fails, never skips
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def shipped_segmenter():  # type: ignore[no-untyped-def]
+    """The shipped model on the CPU, loaded once for the session."""
+    from dicom_node.imaging.segmenter import Segmenter
+    from dicom_node.models.shipped import default_weights_path
+
+    if not default_weights_path().is_file():
+        pytest.fail(f"the shipped weights are missing at {default_weights_path()}")
+    return Segmenter.from_weights(default_weights_path(), "cpu")
+
+
 def dciodvfy_errors(path: Path) -> list[str]:
     """dciodvfy's error lines for ``path`` (warnings are allowed)."""
     tool = shutil.which("dciodvfy")

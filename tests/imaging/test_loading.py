@@ -189,16 +189,6 @@ def test_missing_folder_is_named(tmp_path):
 
 # ---- Siemens mosaics (real files from the heudiconv wheel) ----------------------------------
 
-@pytest.fixture(scope="module")
-def heudiconv():  # type: ignore[no-untyped-def]
-    from tests.study import heudiconv_data
-
-    try:
-        return heudiconv_data()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-
-
 @pytest.mark.parametrize(("files", "shape", "note"), [
     ("axasc35.dcm", (35, 64, 64), "Siemens mosaic: 35 slices of 64x64 cut from each 384x384 image"),
     ("b0dwiForFmap/*.dcm", (81, 152, 150), "Repeated slice positions: 3 volumes of 81 positions"),

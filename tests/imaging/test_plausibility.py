@@ -38,28 +38,15 @@ from dicom_node.imaging.loading import MRSeries, load_series
 from dicom_node.imaging.plausibility import DEFAULT_LIMITS, GateLimits, Verdict, check_brain, check_series
 from dicom_node.imaging.postprocess import clean_mask
 from dicom_node.imaging.segmenter import Segmenter, mean_probability
-from dicom_node.models.shipped import default_weights_path
 from dicom_node.training.data import load_nifti_case
 from tests.conftest import SHARED_DATA
-from tests.study import heudiconv_data
 
-SHIPPED_WEIGHTS = default_weights_path()
 RELAXED_VOLUME = GateLimits(min_slices=1, min_span_mm=0.0, max_slice_spacing_mm=1e9, min_ml=0.0)
 
 
 @pytest.fixture(scope="module")
-def segmenter() -> Segmenter:
-    if not SHIPPED_WEIGHTS.is_file():
-        pytest.fail(f"the shipped weights are missing at {SHIPPED_WEIGHTS}")
-    return Segmenter.from_weights(SHIPPED_WEIGHTS, "cpu")
-
-
-@pytest.fixture(scope="module")
-def heudiconv():  # type: ignore[no-untyped-def]
-    try:
-        return heudiconv_data()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
+def segmenter(shipped_segmenter: Segmenter) -> Segmenter:
+    return shipped_segmenter
 
 
 def gate(segmenter: Segmenter, series: MRSeries, limits: GateLimits = DEFAULT_LIMITS) -> Verdict:

@@ -9,7 +9,6 @@ import pydicom
 import pytest
 
 from dicom_node.imaging.segmenter import Segmenter
-from dicom_node.models.shipped import default_weights_path
 from dicom_node.series.pipeline import SeriesResult, process_series
 from dicom_node.series_selection import load_rules
 from tests.study import StudySeries, build_study
@@ -37,8 +36,8 @@ def study(tmp_path_factory) -> list[StudySeries]:  # type: ignore[no-untyped-def
 
 
 @pytest.fixture(scope="module")
-def results(study: list[StudySeries], tmp_path_factory) -> dict[str, tuple[StudySeries, SeriesResult]]:  # type: ignore[no-untyped-def]
-    segmenter = Segmenter.from_weights(default_weights_path(), "cpu")
+def results(study: list[StudySeries], shipped_segmenter: Segmenter, tmp_path_factory) -> dict[str, tuple[StudySeries, SeriesResult]]:  # type: ignore[no-untyped-def]
+    segmenter = shipped_segmenter
     rules = load_rules(None)
     out = tmp_path_factory.mktemp("outputs")
     return {s.name: (s, process_series(s.files, out / s.name, segmenter, f"seed-{s.name}", rules=rules)) for s in study}

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import generate_uid
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.presentation import build_context
 
 
 def dataset_bytes(path: Path) -> bytes:
@@ -36,3 +39,20 @@ def late_copies(sources: list[Path], out: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def association_request(called: str = "DICOMNODE", calling: str = "HOSTILE") -> bytes:
+    """An A-ASSOCIATE-RQ PDU for Verification, as any SCU would send it (raw-socket clients; bench too)."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = calling
+    primitive.called_ae_title = called
+    context = build_context("1.2.840.10008.1.1")
+    context.context_id = 1
+    primitive.presentation_context_definition_list = [context]
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 16384
+    primitive.user_information = [max_length]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return pdu.encode()

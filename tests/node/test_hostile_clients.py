@@ -21,32 +21,13 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-from pynetdicom.presentation import build_context
 
 from tests.conftest import acknowledged_files, siemens_files, storescu, wait_until
+from tests.node.helpers import association_request
 from tests.node.test_bad_input import _send_raw
 
 TIMEOUT_S = 2  # the node's network timeout in these tests
 FAST = {"DICOM_NODE_NETWORK_TIMEOUT_S": str(TIMEOUT_S)}
-
-
-def association_request(called: str = "DICOMNODE", calling: str = "HOSTILE") -> bytes:
-    """An A-ASSOCIATE-RQ PDU for Verification, as any SCU would send it."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = calling
-    primitive.called_ae_title = called
-    context = build_context("1.2.840.10008.1.1")
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 16384
-    primitive.user_information = [max_length]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return pdu.encode()
 
 
 def associate_raw(port: int, timeout: float = 30) -> socket.socket:
