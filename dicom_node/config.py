@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     export_backoff_s: float = Field(2.0, gt=0, description="first retry delay; doubles per attempt")
     export_backoff_max_s: float = Field(300.0, gt=0)
     job_max_attempts: int = Field(3, ge=1)
-    series_rules: Path | None = Field(None, description="JSON series selection rules; None: the defaults (dicom_node.series_selection)")
+    series_rules: Path | None = Field(None, description="JSON series selection rules; None: the defaults (dicom_node.series.selection)")
     poll_interval_s: float = Field(1.0, gt=0, description="tracker and dispatcher tick")
     max_pdu: int = Field(
         262144, ge=0, description="largest PDU received (bytes): bounds memory per association; 0 = unlimited"

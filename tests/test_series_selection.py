@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicom_node.config import Settings
-from dicom_node.series_selection import DEFAULT_RULES, RulesError, count_slices, load_rules, parse_rules, select_series
+from dicom_node.series.selection import DEFAULT_RULES, RulesError, count_slices, load_rules, parse_rules, select_series
 from tests.conftest import SHARED_DATA, siemens_files
 
 

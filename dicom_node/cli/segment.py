@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from dicom_node.models.shipped import configured_weights
     from dicom_node.outputs.common import OutputBuildError
     from dicom_node.series.pipeline import process_series, uid_seed_for
-    from dicom_node.series_selection import RulesError, load_rules
+    from dicom_node.series.selection import RulesError, load_rules
 
     try:
         colors = PseudocolorSettings(bins=args.bins, colormap=args.colormap)

@@ -19,7 +19,7 @@ from dicom_node.jobs.listing import JobInput
 from dicom_node.jobs.queue import PermanentJobError
 from dicom_node.outputs.common import OutputBuildError
 from dicom_node.series.pipeline import SeriesResult, StepCall, call_directly, process_series, uid_seed_for
-from dicom_node.series_selection import RulesError, load_rules
+from dicom_node.series.selection import RulesError, load_rules
 from dicom_node.uids import redact_uids
 
 

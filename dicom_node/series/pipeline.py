@@ -27,7 +27,7 @@ from dicom_node.outputs.common import Equipment
 from dicom_node.outputs.part10 import write_datasets
 from dicom_node.outputs.sc import build_sc_series
 from dicom_node.outputs.seg import build_segs
-from dicom_node.series_selection import RuleSet, Selection, select_series
+from dicom_node.series.selection import RuleSet, Selection, select_series
 
 if TYPE_CHECKING:  # the segmenter module imports torch: only its type is needed here
     from dicom_node.imaging.segmenter import BrainMask, Segmenter

@@ -10,7 +10,7 @@ import pytest
 
 from dicom_node.imaging.segmenter import Segmenter
 from dicom_node.series.pipeline import SeriesResult, process_series
-from dicom_node.series_selection import load_rules
+from dicom_node.series.selection import load_rules
 from tests.study import StudySeries, build_study
 
 from .conftest import dciodvfy_errors
