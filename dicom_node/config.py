@@ -58,10 +58,14 @@ class Settings(BaseSettings):
     database_url: str = ""
     destinations: Annotated[list[Destination], NoDecode] = []
     series_timeout: float = Field(10.0, gt=0, description="quiet seconds after which a series is complete")
+    completion_grace_s: float = Field(
+        0.5, ge=0, description="wait after a released association (or a whole acquisition) before its series is complete"
+    )
     allowed_callers: Annotated[list[str], NoDecode] = []
     allowed_hosts: Annotated[list[str], NoDecode] = []
     min_free_bytes: int = Field(512 * 1024 * 1024, ge=0, description="refuse instances below this free space")
     export_max_attempts: int = Field(8, ge=1)
+    export_associations: int = Field(4, ge=1, le=32, description="associations opened at once to each destination")
     export_backoff_s: float = Field(2.0, gt=0, description="first retry delay; doubles per attempt")
     export_backoff_max_s: float = Field(300.0, gt=0)
     job_max_attempts: int = Field(3, ge=1)
@@ -83,6 +87,9 @@ class Settings(BaseSettings):
     model_weights: Path | None = Field(None, description="weights file adopted at start-up; default: the shipped model")
     pseudocolor_bins: int = Field(PAPER_BINS, ge=2, le=255, description="gray-level bins of the pseudocolor series")
     pseudocolor_colormap: str = Field("JET", description="OpenCV colormap name of the pseudocolor series")
+    pseudocolor_sc: Literal["single-frame", "multi-frame"] = Field(
+        "single-frame", description="the pseudocolor series as one SC image per slice, or as one multi-frame SC object"
+    )
     tls_cert: Path | None = Field(None, description="PEM certificate: the listener speaks DICOM TLS")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     tls_ca: Path | None = Field(None, description="PEM CA: callers must present a certificate it signed")

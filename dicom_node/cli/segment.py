@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="where to run the network (default: auto)")
     parser.add_argument("--bins", type=int, default=PAPER_BINS, help=f"pseudocolor gray-level bins (default: {PAPER_BINS}, the paper's)")
     parser.add_argument("--colormap", default="JET", help="OpenCV colormap name for the pseudocolor (default: JET)")
+    parser.add_argument("--multiframe-sc", action="store_true", help="write the pseudocolor series as one multi-frame SC object")
     parser.add_argument("--all-series", action="store_true",
                         help="segment every series, not only those the selection rules (DICOM_NODE_SERIES_RULES) pick")
 
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 uid_seed_for(series_uid, JOB_VERSION, segmenter.info.version),
                 rules=None if args.all_series else rules,
                 pseudocolor_settings=colors,
+                multiframe_sc=args.multiframe_sc,
                 with_preview=preview is not None,
             )
             if preview is not None and result.preview is not None:

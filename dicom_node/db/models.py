@@ -72,6 +72,10 @@ class Series(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"))
     modality: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The latest association that brought instances of the series and was released (not
+    # aborted): when, and how many of the series' instances it brought (jobs.tracker reads them).
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    released_instances: Mapped[int | None] = mapped_column(Integer)
 
     study: Mapped[Study] = relationship()
 
@@ -89,6 +93,7 @@ class Instance(Base):
     path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     calling_ae: Mapped[str | None] = mapped_column(String(16))
+    images_in_acquisition: Mapped[int | None] = mapped_column(Integer)  # (0020,1002), where the vendor fills it
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
 

@@ -19,7 +19,7 @@ from dicom_node.config import Destination, Settings
 from dicom_node.db.models import Export, ExportState, Job, JobState, Output, utcnow
 from dicom_node.db.session import Database
 from dicom_node.export.retry import attempts_left, backoff
-from dicom_node.export.sender import SendResult, send_files
+from dicom_node.export.sender import SendResult, send_in_parallel
 from dicom_node.receive.tls import client_context
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def supersede_older_versions(session: Session) -> int:
 
 
 def export_due(db: Database, settings: Settings) -> dict[str, int]:
-    """Send every pending export that is due, one association per destination; return counts by state."""
+    """Send every pending export that is due, over ``DICOM_NODE_EXPORT_ASSOCIATIONS`` associations
+    per destination; return counts by state."""
     by_destination = {str(d): d for d in settings.destinations}
     with db.session() as session:
         supersede_older_versions(session)
@@ -82,8 +83,9 @@ def export_due(db: Database, settings: Settings) -> dict[str, int]:
             counts["pending"] += len(items)
             continue
         try:
-            results = send_files(peer, [p for _, p in items], settings.ae_title, tls=client_context(settings))
-        except Exception as exc:  # unreadable output file, network error while building the association
+            tls = client_context(settings)
+            results = send_in_parallel(peer, [p for _, p in items], settings.ae_title, settings.export_associations, tls=tls)
+        except Exception as exc:  # a TLS context that cannot be built
             results = [SendResult(p, None, f"{type(exc).__name__}: {exc}") for _, p in items]
         with db.session() as session:
             for (export_id, _), result in zip(items, results):

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import Flow, tags
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from dicom_node.config import Settings
 from dicom_node.db.session import Database
@@ -38,7 +38,11 @@ def in_process(api_url: str) -> Processor:
         if flow is None:
             run_read_job(db, settings, job)
             return
-        with temporary_settings(updates={PREFECT_API_URL: api_url}), tags(*run_tags(job)):
+        # No flow-run heartbeats here: they tell a server that a worker's run crashed, and this
+        # run is the node's own (a restart marks its runs crashed). Prefect joins the heartbeat
+        # thread, which sleeps in whole seconds, at the end of every run: up to a second per series.
+        settings_here = {PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        with temporary_settings(updates=settings_here), tags(*run_tags(job)):
             flow(job_id=job_id, name=job.label, settings=settings)
 
     return run

@@ -37,6 +37,9 @@ Handler = Callable[[Database, Settings, JobInput], Outcome]
 #: Runs one claimed job to its end, or raises: :func:`run_job` here, or a flow (``dicom_node.flows.run``).
 Processor = Callable[[Database, Settings, int], None]
 _HANDLERS: dict[JobKind, Handler] = {}
+# Called after a job of this process ends (the node wakes its exporter: a flow still has its
+# dashboard artifacts and Prefect's teardown to do when the outputs are ready to go).
+_ENDED: list[Callable[[], None]] = []
 
 # The modules whose @handler_for functions fill the registry; imported on first use, so that
 # importing the registry (the CLI, the tracker) does not import torch.
@@ -55,9 +58,14 @@ def handler_for(kind: JobKind) -> Callable[[Handler], Handler]:
     return register
 
 
-def handler(kind: JobKind) -> Handler:
+def load_handlers() -> None:
+    """Import the handler modules (highdicom, pydicom's code tables: half a second, once)."""
     for module in _HANDLER_MODULES:
         importlib.import_module(module)
+
+
+def handler(kind: JobKind) -> Handler:
+    load_handlers()
     try:
         return _HANDLERS[kind]
     except KeyError:
@@ -69,6 +77,12 @@ def read_job(db: Database, job_id: int) -> JobInput:
         return load_job_input(session, job_id)
 
 
+def when_jobs_end(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` after each job this process ends; returns the function that stops it."""
+    _ENDED.append(callback)
+    return lambda: _ENDED.remove(callback)
+
+
 def complete(db: Database, job_id: int, outcome: Outcome) -> None:
     """Write the outcome's rows and end the job, in one transaction."""
     with db.session() as session:
@@ -77,6 +91,8 @@ def complete(db: Database, job_id: int, outcome: Outcome) -> None:
         queue.finish(
             session, job_id, outcome.state, message=outcome.message, stats=outcome.stats, model_version=outcome.model_version
         )
+    for callback in list(_ENDED):
+        callback()
 
 
 def run_job(db: Database, settings: Settings, job_id: int) -> None:

@@ -10,9 +10,11 @@ checks it); datasets it cannot speed up safely go through ``dcmwrite`` itself.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -20,6 +22,30 @@ from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_inf
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom_node.receive.storage import atomic_file, sync_folder
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A written output object and the UIDs its export row needs (no second read of the file)."""
+
+    path: Path
+    sop_instance_uid: str
+    series_instance_uid: str
+
+    @classmethod
+    def of(cls, ds: Dataset, path: Path) -> OutputFile:
+        return cls(path, str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID))
+
+    @classmethod
+    def read(cls, path: Path) -> OutputFile:
+        """The UIDs of a file written earlier."""
+        return cls.of(dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SeriesInstanceUID"]), path)
+
+
+def write_outputs(datasets: Sequence[Dataset], folder: Path) -> list[OutputFile]:
+    """:func:`write_datasets`, each file with its UIDs."""
+    return [OutputFile.of(ds, path) for ds, path in zip(datasets, write_datasets(datasets, folder))]
+
 
 # id(element) -> (element, its encoding). The element is kept so that its id stays its own.
 ElementCache = dict[int, tuple[DataElement, bytes]]

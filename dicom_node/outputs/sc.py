@@ -125,7 +125,7 @@ def build_sc_series(
         elif "PixelSpacing" in image:  # never carry the first slice's spacing onto one that has none
             del image.PixelSpacing
         image.add_new(0x00200020, "CS", list(patient_orientation(info.orientation)))  # Patient Orientation
-        image.add_new(0x00082112, "SQ", [_source_item(headers[info.sop_instance_uid], info)])  # Source Image Sequence
+        image.add_new(0x00082112, "SQ", [source_item(headers[info.sop_instance_uid], info)])  # Source Image Sequence
         image.add_new(0x7FE00010, "OB", np.ascontiguousarray(image_rgb).tobytes())
         images.append(image)
     return images
@@ -147,7 +147,7 @@ def _image_uid(uid_seed: str, info: SliceInfo) -> str:
     return derive_uid(uid_seed, "sc-image", info.sop_instance_uid, str(info.frame_number or 0))
 
 
-def _source_item(reference: Dataset, info: SliceInfo) -> Dataset:
+def source_item(reference: Dataset, info: SliceInfo) -> Dataset:
     item = Dataset()
     item.ReferencedSOPClassUID = reference.SOPClassUID
     item.ReferencedSOPInstanceUID = reference.SOPInstanceUID

@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import Connection, CursorResult, select
+from sqlalchemy import Connection, CursorResult, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dicom_node.db.models import Base, Instance, Series, Study
+from dicom_node.db.models import Base, Instance, Series, Study, utcnow
 from dicom_node.db.session import Database
 from dicom_node.receive.storage import commit_file, free_bytes, instance_path
 from dicom_node.uids import InvalidUID, require_uid, short_hash
@@ -63,6 +64,7 @@ class Header:
     series_instance_uid: str
     modality: str | None
     transfer_syntax_uid: str
+    images_in_acquisition: int | None = None
 
 
 def read_header(path: Path, expected_sop_instance: str | None = None, expected_sop_class: str | None = None) -> Header:
@@ -96,6 +98,7 @@ def read_header(path: Path, expected_sop_instance: str | None = None, expected_s
         raise IngestError(STATUS_DATASET_MISMATCH, "SOP Class UID differs from the C-STORE request's")
     modality = ds.get("Modality")
     return Header(
+        images_in_acquisition=_positive_int(ds.get("ImagesInAcquisition")),
         sop_class_uid=sop_class,
         sop_instance_uid=sop_instance,
         study_instance_uid=study,
@@ -103,6 +106,15 @@ def read_header(path: Path, expected_sop_instance: str | None = None, expected_s
         modality=str(modality)[:16] if modality else None,
         transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
     )
+
+
+def _positive_int(value: object) -> int | None:
+    """An IS value as a count, or None when it is missing or junk (it is only a hint)."""
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if 0 < number < 2**31 else None
 
 
 def _check_lengths(ds, path: Path) -> dict[int, int]:
@@ -194,6 +206,7 @@ def insert_instance(
         "path": str(path),
         "size_bytes": size,
         "calling_ae": calling_ae,
+        "images_in_acquisition": header.images_in_acquisition,
     }
     return bool(_insert_ignore(conn, Instance, values, "sop_instance_uid"))
 
@@ -257,6 +270,19 @@ def ingest_file(
         raise IngestError(STATUS_OUT_OF_RESOURCES, f"cannot record instance: {type(exc).__name__}") from exc
     log.debug("stored instance %s of series %s", short_hash(header.sop_instance_uid), short_hash(header.series_instance_uid))
     return header
+
+
+def record_release(db: Database, brought: Mapping[str, int]) -> None:
+    """Note on each series that an association which brought ``brought[series UID]`` of its
+    instances was released: the sender's sign that it has sent what it had (jobs.tracker)."""
+    if not brought:
+        return
+    now = utcnow()
+    with db.engine.begin() as conn:
+        for series_uid, count in brought.items():
+            conn.execute(
+                update(Series).where(Series.series_instance_uid == series_uid).values(released_at=now, released_instances=count)
+            )
 
 
 def _forget_file(db: Database, header: Header, final: Path) -> None:

@@ -1,6 +1,7 @@
 """The DICOM listener: C-ECHO and C-STORE SCP. It saves, records and answers; nothing else.
 
-Series completion, processing and export run elsewhere, so an association never waits on them.
+Series completion, processing and export run elsewhere, so an association never waits on them;
+the listener only notes, when a sender releases an association, which series it brought.
 No client can hold the listener: each connection gets its own thread at once (the TLS handshake
 runs there, with a deadline), every read has the network timeout, only associations that
 negotiated count against the association limit, and reads are bounded (association_io.py).
@@ -16,6 +17,8 @@ import ssl
 import tempfile
 import threading
 import weakref
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,7 +32,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from dicom_node.config import Settings
 from dicom_node.db.session import Database
 from dicom_node.receive.association_io import Limits, install
-from dicom_node.receive.ingest import STATUS_PROCESSING_FAILURE, IngestError, ingest_file
+from dicom_node.receive.ingest import STATUS_PROCESSING_FAILURE, IngestError, ingest_file, record_release
 from dicom_node.receive.storage import remove_orphans, tmp_dir
 from dicom_node.uids import redact_uids, short_hash
 
@@ -87,12 +90,28 @@ def handle_echo(event: Event) -> int:
     return 0x0000
 
 
-def handle_store(event: Event, db: Database, settings: Settings) -> int:
+class SeriesBrought:
+    """How many instances of each series every open association has brought (kept or already held)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: weakref.WeakKeyDictionary[Any, Counter[str]] = weakref.WeakKeyDictionary()
+
+    def add(self, assoc: Any, series_uid: str) -> None:
+        with self._lock:
+            self._counts.setdefault(assoc, Counter())[series_uid] += 1
+
+    def take(self, assoc: Any) -> Counter[str]:
+        with self._lock:
+            return self._counts.pop(assoc, Counter())
+
+
+def handle_store(event: Event, db: Database, settings: Settings, brought: SeriesBrought) -> int:
     """Keep the received instance and answer its status. Never raises."""
     request = cast(C_STORE, event.request)
     calling_ae = event.assoc.requestor.ae_title.strip() or None
     try:
-        ingest_file(
+        header = ingest_file(
             db,
             Path(event.dataset_path),
             settings.incoming_dir,
@@ -108,7 +127,22 @@ def handle_store(event: Event, db: Database, settings: Settings) -> int:
     except Exception as exc:
         log.error("unexpected failure storing an instance: %s", redact_uids(f"{type(exc).__name__}: {exc}"))
         return STATUS_PROCESSING_FAILURE
+    brought.add(event.assoc, header.series_instance_uid)
     return 0x0000
+
+
+def handle_released(event: Event, db: Database, brought: SeriesBrought, on_release: Callable[[], None]) -> None:
+    """The sender released the association (the release is already answered): note on each series
+    it brought that the sender is done with it. An aborted association tells nothing."""
+    counts = brought.take(event.assoc)
+    if not counts:
+        return
+    try:
+        record_release(db, counts)
+    except Exception as exc:  # the quiet period still completes the series
+        log.warning("could not record an association's release: %s", type(exc).__name__)
+        return
+    on_release()
 
 
 def build_ae(settings: Settings) -> AE:
@@ -192,12 +226,19 @@ class OrphanSweeper:
             self.arm()
 
 
-def handle_closed(event: Event, sweeper: OrphanSweeper) -> None:
+def handle_closed(event: Event, sweeper: OrphanSweeper, brought: SeriesBrought) -> None:
+    brought.take(event.assoc)  # aborted or dropped: forget what it brought
     sweeper.arm()
 
 
-def start_listener(settings: Settings, db: Database, ssl_context: Any = None) -> NodeServer:
-    """Start the SCP in background threads and return its server (``shutdown()`` stops it)."""
+def start_listener(
+    settings: Settings, db: Database, ssl_context: Any = None, on_release: Callable[[], None] = lambda: None
+) -> NodeServer:
+    """Start the SCP in background threads and return its server (``shutdown()`` stops it).
+
+    ``on_release`` is called after a released association's series were noted (the node wakes
+    its series tracker).
+    """
     # pynetdicom's documented configuration (pynetdicom._config): received datasets go straight
     # to a file, a PDU at a time. Those files (and only those: the process's tempfile.tempdir
     # stays as it is) are made in our own tmp folder, so that committing one is a rename on the
@@ -210,11 +251,13 @@ def start_listener(settings: Settings, db: Database, ssl_context: Any = None) ->
 
     ae = build_ae(settings)
     limits = Limits(max_pdu=settings.max_pdu, min_free_bytes=settings.min_free_bytes, scratch=scratch)
+    brought = SeriesBrought()
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, handle_open, [limits]),
-        (evt.EVT_CONN_CLOSE, handle_closed, [OrphanSweeper(scratch, settings.network_timeout_s)]),
+        (evt.EVT_CONN_CLOSE, handle_closed, [OrphanSweeper(scratch, settings.network_timeout_s), brought]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_STORE, handle_store, [db, settings]),
+        (evt.EVT_C_STORE, handle_store, [db, settings, brought]),
+        (evt.EVT_RELEASED, handle_released, [db, brought, on_release]),
     ]
     handler_class = functools.partial(NodeRequestHandler, tls=ssl_context, timeout_s=settings.network_timeout_s)
     server = cast(NodeServer, ae.make_server(

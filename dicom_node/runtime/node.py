@@ -19,9 +19,9 @@ from typing import Any
 from dicom_node.config import Settings
 from dicom_node.db.session import Database
 from dicom_node.export.queue import export_due
-from dicom_node.jobs.dispatch import Processor, report_failure, run_job
+from dicom_node.jobs.dispatch import Processor, load_handlers, report_failure, run_job, when_jobs_end
 from dicom_node.jobs.queue import claim_next, requeue_interrupted
-from dicom_node.jobs.tracker import close_quiet_series, queue_retrain_if_due
+from dicom_node.jobs.tracker import close_complete_series, queue_retrain_if_due
 from dicom_node.receive.listener import start_listener
 from dicom_node.receive.storage import remove_stale_parts, tmp_dir
 
@@ -52,8 +52,14 @@ class Node:
         self.ssl_context = ssl_context
         self.owner = f"{NODE_LEASE}{socket.gethostname()}:{os.getpid()}"
         self.stop_event = threading.Event()
+        # Each loop also wakes early when another has work for it: a released association (the
+        # tracker, after the grace), a new job (the dispatcher), new outputs (the exporter).
+        self._wake = {name: threading.Event() for name in ("tracker", "exporter", "dispatcher")}
         self._threads: list[threading.Thread] = []
+        self._timer_lock = threading.Lock()
+        self._release_timer: threading.Timer | None = None
         self._server: Any = None
+        self._stop_waking: Callable[[], None] = lambda: None
         self._busy = threading.Event()
 
     def recover(self) -> None:
@@ -70,7 +76,8 @@ class Node:
 
     def start(self) -> None:
         self.recover()
-        self._server = start_listener(self.settings, self.db, self.ssl_context)
+        self._server = start_listener(self.settings, self.db, self.ssl_context, on_release=self._association_released)
+        self._stop_waking = when_jobs_end(self._wake["exporter"].set)
         loops = [("tracker", self._tracker_loop), ("exporter", self._export_loop)]
         if self.dispatch:
             loops.append(("dispatcher", self._dispatch_loop))
@@ -79,31 +86,54 @@ class Node:
             thread.start()
             self._threads.append(thread)
 
-    def _every_tick(self, step: Callable[[], object], what: str) -> None:
+    def _association_released(self) -> None:
+        """Wake the tracker once the grace has passed (one timer at a time: a sender that opens an
+        association per instance must not start a thread per instance; the tick catches the rest)."""
+        with self._timer_lock:
+            if self._release_timer is not None and self._release_timer.is_alive():
+                return
+            self._release_timer = threading.Timer(self.settings.completion_grace_s + 0.05, self._wake["tracker"].set)
+            self._release_timer.daemon = True
+            self._release_timer.start()
+
+    def _every_tick(self, step: Callable[[], object], what: str, name: str) -> None:
+        wake = self._wake[name]
         while not self.stop_event.is_set():
+            wake.clear()
             try:
                 step()
             except Exception:
                 log.exception("%s step failed; trying again next tick", what)
-            self.stop_event.wait(self.settings.poll_interval_s)
+            wake.wait(self.settings.poll_interval_s)
 
     def _tracker_loop(self) -> None:
         def step() -> None:
             with self.db.session() as session:
-                for job in close_quiet_series(session, self.settings.series_timeout):
+                jobs = close_complete_series(session, self.settings.series_timeout, self.settings.completion_grace_s)
+                for job in jobs:
                     log.info("job %d queued (%s, version %d, %d instances)", job.id, job.kind, job.version, job.instance_count)
+            if jobs:
+                self._wake["dispatcher"].set()
             if self.dispatch:
                 with self.db.session() as session:
                     round_job = queue_retrain_if_due(session, self.settings.retrain_min_masks)
                     if round_job is not None:
                         log.info("job %d queued: retraining round %d", round_job.id, round_job.version)
 
-        self._every_tick(step, "series tracker")
+        self._every_tick(step, "series tracker", "tracker")
 
     def _export_loop(self) -> None:
-        self._every_tick(lambda: export_due(self.db, self.settings) if self.settings.destinations else None, "export")
+        self._every_tick(lambda: export_due(self.db, self.settings) if self.settings.destinations else None, "export", "exporter")
 
     def _dispatch_loop(self) -> None:
+        try:
+            from dicom_node.series.pipeline import warm_up  # highdicom loads here, not at import
+
+            load_handlers()
+            warm_up()
+        except Exception:  # only speed is lost: the first job imports what it needs
+            log.exception("warming up the job handlers failed")
+
         def step() -> None:
             while not self.stop_event.is_set():
                 with self.db.session() as session:
@@ -119,7 +149,7 @@ class Node:
                 finally:
                     self._busy.clear()
 
-        self._every_tick(step, "dispatcher")
+        self._every_tick(step, "dispatcher", "dispatcher")
 
     def stop(self, grace_s: float = 30.0) -> None:
         """Stop accepting, let open associations and the running job finish, then hand back the rest."""
@@ -130,6 +160,9 @@ class Node:
             while any(a.is_established for a in self._server.active_associations) and time.monotonic() < deadline:
                 time.sleep(0.1)
         self.stop_event.set()
+        self._stop_waking()
+        for wake in self._wake.values():
+            wake.set()
         for thread in self._threads:
             thread.join(timeout=max(grace_s, 1.0) if thread.name == "dispatcher" else 5.0)
         if self._server is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydicom import dcmread
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,6 +17,7 @@ from dicom_node.jobs.kinds import JobKind
 from dicom_node.jobs.listing import JobInput
 from dicom_node.jobs.queue import PermanentJobError
 from dicom_node.outputs.common import OutputBuildError
+from dicom_node.outputs.part10 import OutputFile
 from dicom_node.series.pipeline import SeriesResult, StepCall, call_directly, process_series, uid_seed_for
 from dicom_node.series.selection import RulesError, load_rules
 from dicom_node.uids import redact_uids
@@ -27,20 +27,22 @@ def output_dir(settings: Settings, job: JobInput) -> Path:
     return settings.outputs_dir / job.label
 
 
-def record_outputs(session: Session, job_id: int, files: list[tuple[str, Path]], settings: Settings) -> list[int]:
-    """Register output files (kind, path) of a job and queue them for every destination.
+def record_outputs(session: Session, job_id: int, files: list[tuple[str, OutputFile]], settings: Settings) -> list[int]:
+    """Register output files (kind, file) of a job and queue them for every destination.
 
     Idempotent: an output whose SOP Instance UID is already recorded is not added twice, so a
     job that is rerun after a crash re-exports the same objects rather than new ones.
     """
     ids = []
-    for kind, path in files:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SeriesInstanceUID"])
-        sop_uid = str(ds.SOPInstanceUID)
-        existing = session.scalar(select(Output).where(Output.sop_instance_uid == sop_uid))
+    for kind, written in files:
+        existing = session.scalar(select(Output).where(Output.sop_instance_uid == written.sop_instance_uid))
         if existing is None:
             existing = Output(
-                job_id=job_id, kind=kind, sop_instance_uid=sop_uid, series_instance_uid=str(ds.SeriesInstanceUID), path=str(path)
+                job_id=job_id,
+                kind=kind,
+                sop_instance_uid=written.sop_instance_uid,
+                series_instance_uid=written.series_instance_uid,
+                path=str(written.path),
             )
             session.add(existing)
             session.flush()
@@ -61,7 +63,8 @@ def run_series_job(
     try:
         result = process_series(
             job.paths, output_dir(settings, job), segmenter, seed, rules=load_rules(settings.series_rules),
-            pseudocolor_settings=settings.pseudocolor, with_preview=with_preview, call=call,
+            pseudocolor_settings=settings.pseudocolor, multiframe_sc=settings.pseudocolor_sc == "multi-frame",
+            with_preview=with_preview, call=call,
         )
     except (SeriesLoadError, OutputBuildError, RulesError) as exc:  # the same files would fail the same way again
         raise PermanentJobError(redact_uids(f"{type(exc).__name__}: {exc}")) from None
@@ -69,7 +72,7 @@ def run_series_job(
         state = JobState.SKIPPED if result.state == "skipped" else JobState.NO_BRAIN
         judged_by = result.model_version if state is JobState.NO_BRAIN else None  # a skipped series met no model
         return Outcome(state=state, message=result.reason, stats=result.stats(), model_version=judged_by), result
-    files = [("seg", p) for p in result.seg_paths] + [("sc", p) for p in result.sc_paths]
+    files = [("seg", f) for f in result.seg] + [("sc", f) for f in result.sc]
     outcome = Outcome(
         message=result.reason,
         stats=result.stats(),

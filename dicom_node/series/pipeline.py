@@ -24,8 +24,9 @@ from dicom_node.imaging.postprocess import MIN_BRAIN_ML
 from dicom_node.imaging.preview import preview_image
 from dicom_node.imaging.pseudocolor import PseudocolorSettings, pseudocolor
 from dicom_node.outputs.common import Equipment
-from dicom_node.outputs.part10 import write_datasets
+from dicom_node.outputs.part10 import OutputFile, write_outputs
 from dicom_node.outputs.sc import build_sc_series
+from dicom_node.outputs.sc_multiframe import build_sc_multiframe
 from dicom_node.outputs.seg import build_segs
 from dicom_node.series.selection import RuleSet, Selection, select_series
 
@@ -51,8 +52,8 @@ class SeriesResult:
 
     state: SeriesState
     reason: str
-    seg_paths: list[Path]
-    sc_paths: list[Path]
+    seg: list[OutputFile]
+    sc: list[OutputFile]
     n_slices: int
     brain_volume_ml: float | None
     seconds: dict[str, float]
@@ -61,6 +62,14 @@ class SeriesResult:
     notes: list[str] = field(default_factory=list)
     measures: dict[str, float] = field(default_factory=dict)  # what the plausibility gate measured
     preview: np.ndarray | None = None  # RGB montage of a few slices, when asked for
+
+    @property
+    def seg_paths(self) -> list[Path]:
+        return [f.path for f in self.seg]
+
+    @property
+    def sc_paths(self) -> list[Path]:
+        return [f.path for f in self.sc]
 
     @property
     def total_seconds(self) -> float:
@@ -78,6 +87,14 @@ class SeriesResult:
             "model": f"{self.model_name} {self.model_version}",
             "notes": self.notes,
         }
+
+
+def warm_up() -> None:
+    """Load, before the first series arrives, what it would otherwise wait for: highdicom's tables
+    of the standard, read from JSON on first use (0.4 s of the first series' SEG)."""
+    from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
+
+    get_sop_class_iod_map(), get_iod_module_map(), get_module_attribute_map()
 
 
 def uid_seed_for(series_instance_uid: str, job_version: int | str, model_version: str) -> str:
@@ -102,14 +119,15 @@ def _gate(series: MRSeries, brain: BrainMask, limits: GateLimits) -> Verdict:
     return check_series(series, brain.mask, brain.mean_probability, limits)
 
 
-def _write_seg(series: MRSeries, brain: BrainMask, segmenter: Segmenter, made_by: Equipment, seed: str, out: Path) -> list[Path]:
-    return write_datasets(build_segs(series, brain.mask, segmenter.info, made_by, seed), out)
+def _write_seg(series: MRSeries, brain: BrainMask, segmenter: Segmenter, made_by: Equipment, seed: str, out: Path) -> list[OutputFile]:
+    return write_outputs(build_segs(series, brain.mask, segmenter.info, made_by, seed), out)
 
 
 def _write_sc(
-    series: MRSeries, rgb: np.ndarray, made_by: Equipment, seed: str, colors: PseudocolorSettings, out: Path
-) -> list[Path]:
-    return write_datasets(build_sc_series(series, rgb, made_by, seed, colors), out)
+    series: MRSeries, rgb: np.ndarray, made_by: Equipment, seed: str, colors: PseudocolorSettings, multiframe: bool, out: Path
+) -> list[OutputFile]:
+    build = build_sc_multiframe if multiframe else build_sc_series
+    return write_outputs(build(series, rgb, made_by, seed, colors), out)
 
 
 def process_series(
@@ -123,13 +141,15 @@ def process_series(
     rules: RuleSet | None = None,
     gate: GateLimits | None = DEFAULT_LIMITS,
     min_brain_ml: float = MIN_BRAIN_ML,
+    multiframe_sc: bool = False,
     with_preview: bool = False,
     call: StepCall = call_directly,
 ) -> SeriesResult:
     """Segment one series and write its SEG under ``out_dir/seg`` and SC images under ``out_dir/sc``.
 
     With ``rules``, a series they do not select is ``skipped`` before anything is loaded. With
-    ``gate``, a mask that is not a plausible brain gives ``no-brain`` and no outputs.
+    ``gate``, a mask that is not a plausible brain gives ``no-brain`` and no outputs. With
+    ``multiframe_sc``, the pseudocolor series is one multi-frame SC object instead of one per slice.
 
     Raises:
         SeriesLoadError: the files cannot be segmented (not MR, colour, no pixel data, ...).
@@ -145,7 +165,7 @@ def process_series(
         return result
 
     def result(state: SeriesState, reason: str, **found: Any) -> SeriesResult:
-        base: dict[str, Any] = {"seg_paths": [], "sc_paths": [], "n_slices": 0, "brain_volume_ml": None}
+        base: dict[str, Any] = {"seg": [], "sc": [], "n_slices": 0, "brain_volume_ml": None}
         return SeriesResult(state=state, reason=reason, seconds=seconds, model_name=segmenter.info.name,
                             model_version=segmenter.info.version, **{**base, **found})
 
@@ -166,7 +186,7 @@ def process_series(
     made_by = equipment or host_equipment(segmenter)
     root = Path(out_dir)
     rgb = timed("pseudocolor", pseudocolor, series.pixels, brain.mask, colors)
-    seg_paths = timed("build-seg", _write_seg, series, brain, segmenter, made_by, uid_seed, root / "seg")
-    sc_paths = timed("build-sc", _write_sc, series, rgb, made_by, uid_seed, colors, root / "sc")
+    seg = timed("build-seg", _write_seg, series, brain, segmenter, made_by, uid_seed, root / "seg")
+    sc = timed("build-sc", _write_sc, series, rgb, made_by, uid_seed, colors, multiframe_sc, root / "sc")
     preview = preview_image(series.pixels, brain.mask, rgb) if with_preview else None
-    return result("segmented", reason, seg_paths=seg_paths, sc_paths=sc_paths, preview=preview, **found)
+    return result("segmented", reason, seg=seg, sc=sc, preview=preview, **found)

@@ -15,6 +15,7 @@ from dicom_node.db.models import Export, ExportState, Instance, Job, JobState, O
 from dicom_node.db.session import Database
 from dicom_node.export.queue import export_due
 from dicom_node.jobs.dispatch import Outcome, complete, read_job
+from dicom_node.outputs.part10 import OutputFile
 from dicom_node.runtime.node import Node
 from dicom_node.series.job import output_dir, record_outputs
 from tests.conftest import SIEMENS, acknowledged_files, free_port, siemens_files, wait_until
@@ -31,7 +32,7 @@ def derive_processor(db: Database, settings: Settings, job_id: int) -> None:
     path = output_dir(settings, job) / "derived.dcm"
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
-    complete(db, job_id, Outcome(model_version="test", writes=[lambda s: record_outputs(s, job_id, [("derived", path)], settings)]))
+    complete(db, job_id, Outcome(model_version="test", writes=[lambda s: record_outputs(s, job_id, [("derived", OutputFile.read(path))], settings)]))
 
 
 def test_kill_9_during_push_loses_no_acknowledged_instance(node_factory, tmp_path: Path) -> None:
@@ -113,8 +114,8 @@ def test_pacs_down_results_wait_and_go_out_when_it_returns(migrated_db: Database
         job = Job(series_id=instance.series_id, version=1, state=JobState.SUCCEEDED)
         session.add(job)
         session.flush()
-        record_outputs(session, job.id, [("seg", out)], settings)
-        record_outputs(session, job.id, [("seg", out)], settings)  # idempotent on a rerun
+        record_outputs(session, job.id, [("seg", OutputFile.read(out))], settings)
+        record_outputs(session, job.id, [("seg", OutputFile.read(out))], settings)  # idempotent on a rerun
 
     assert export_due(db, settings) == {"sent": 0, "pending": 1, "failed": 0}
     with db.session() as session:

@@ -11,7 +11,7 @@ from dicom_node.db.migrate import current_revision
 from dicom_node.db.models import Instance, Job, JobEvent, JobState, utcnow
 from dicom_node.db.session import Database
 from dicom_node.jobs.queue import claim_next, fail_or_retry, requeue_interrupted
-from dicom_node.jobs.tracker import close_quiet_series
+from dicom_node.jobs.tracker import close_complete_series
 from dicom_node.receive.ingest import Header, insert_instance, series_id_for
 
 
@@ -35,13 +35,13 @@ def test_quiet_series_become_versioned_jobs(migrated_db: Database) -> None:
     _add(db, "2.1", series="1.2.3.5", age_s=0)  # still arriving
     _add(db, "3.1", series="1.2.3.6", modality="SR")
     with db.session() as session:
-        jobs = close_quiet_series(session, quiet_s=10)
+        jobs = close_complete_series(session, quiet_s=10)
         # every series goes to the selection rules (which skip an SR); SEG series would be expert masks
         assert sorted((j.kind, j.version, j.instance_count) for j in jobs) == [("process_series", 1, 1), ("process_series", 1, 2)]
-        assert close_quiet_series(session, quiet_s=10) == []
+        assert close_complete_series(session, quiet_s=10) == []
     _add(db, "1.3")  # a late instance of the first series
     with db.session() as session:
-        (late,) = close_quiet_series(session, quiet_s=10)
+        (late,) = close_complete_series(session, quiet_s=10)
         assert (late.version, late.instance_count) == (2, 3)
 
 
@@ -50,7 +50,7 @@ def test_claims_never_hand_one_job_to_two_dispatchers_and_retries_are_bounded(mi
     for i in range(3):
         _add(db, f"5.{i}", series=f"1.2.9.{i}")
     with db.session() as session:
-        close_quiet_series(session, quiet_s=10)
+        close_complete_series(session, quiet_s=10)
     with db.session() as a, db.session() as b:
         first, second = claim_next(a, "node-a"), None
         a.commit()
@@ -72,7 +72,7 @@ def test_a_job_that_keeps_killing_the_node_fails_at_the_attempt_limit(migrated_d
     db = migrated_db
     _add(db, "6.1", series="1.2.10.1")
     with db.session() as session:
-        (job,) = close_quiet_series(session, quiet_s=10)
+        (job,) = close_complete_series(session, quiet_s=10)
     for restart in range(1, 4):
         with db.session() as session:
             assert claim_next(session, f"node:{restart}") is not None
@@ -89,7 +89,7 @@ def test_a_permanent_failure_ends_the_job_at_once_and_uids_stay_out_of_errors(mi
     db = migrated_db
     _add(db, "7.1", series="1.2.11.1")
     with db.session() as session:
-        close_quiet_series(session, quiet_s=10)
+        close_complete_series(session, quiet_s=10)
         job = claim_next(session, "node:x")
         assert job is not None
         message = "SeriesLoadError: /data/incoming/1.2.826.0.1.3680043.2.1/1.2.826.0.1.3680043.9.7.dcm mixes orientations"

@@ -12,6 +12,7 @@ from dicom_node.config import Settings
 from dicom_node.db.models import Export, ExportState, Instance, Job, JobState
 from dicom_node.db.session import Database
 from dicom_node.export.queue import export_due
+from dicom_node.outputs.part10 import OutputFile
 from dicom_node.receive.ingest import ingest_file
 from dicom_node.series.job import record_outputs
 from tests.conftest import siemens_files
@@ -25,7 +26,7 @@ def _job_with_output(db: Database, settings: Settings, version: int, output: Pat
         job = Job(series_id=series_id, version=version, state=JobState.SUCCEEDED)
         session.add(job)
         session.flush()
-        record_outputs(session, job.id, [("seg", output)], settings)
+        record_outputs(session, job.id, [("seg", OutputFile.read(output))], settings)
         return job.id
 
 

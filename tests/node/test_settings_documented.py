@@ -11,11 +11,11 @@ from tests.conftest import REPO
 # A valid value for each variable that differs from its default, so the file is seen to be read.
 SAMPLES = {
     "AE_TITLE": "SITE_NODE", "PORT": "11999", "HOST": "127.0.0.1", "DATA_DIR": "/srv/node", "DATABASE_URL": "sqlite:////srv/n.db",
-    "DESTINATIONS": "PACS@10.0.0.5:104", "SERIES_TIMEOUT": "7", "ALLOWED_CALLERS": "MR1,MR2", "ALLOWED_HOSTS": "10.0.0.9",
-    "MIN_FREE_BYTES": "1024", "MAX_PDU": "65536", "EXPORT_MAX_ATTEMPTS": "4", "EXPORT_BACKOFF_S": "1.5",
+    "DESTINATIONS": "PACS@10.0.0.5:104", "SERIES_TIMEOUT": "7", "COMPLETION_GRACE_S": "2", "ALLOWED_CALLERS": "MR1,MR2", "ALLOWED_HOSTS": "10.0.0.9",
+    "MIN_FREE_BYTES": "1024", "MAX_PDU": "65536", "EXPORT_MAX_ATTEMPTS": "4", "EXPORT_ASSOCIATIONS": "2", "EXPORT_BACKOFF_S": "1.5",
     "EXPORT_BACKOFF_MAX_S": "60", "EXPORT_TLS": "true", "JOB_MAX_ATTEMPTS": "5", "POLL_INTERVAL_S": "0.5", "FLOWS": "off",
     "PREFECT_PORT": "4300", "WORK_POOL": "gpu-pool", "MODEL_WEIGHTS": "/srv/models/site.pt", "DEVICE": "cpu",
-    "PSEUDOCOLOR_BINS": "32", "PSEUDOCOLOR_COLORMAP": "TURBO", "TLS_CERT": "/srv/tls/node.pem", "TLS_KEY": "/srv/tls/node.key",
+    "PSEUDOCOLOR_BINS": "32", "PSEUDOCOLOR_COLORMAP": "TURBO", "PSEUDOCOLOR_SC": "multi-frame", "TLS_CERT": "/srv/tls/node.pem", "TLS_KEY": "/srv/tls/node.key",
     "TLS_CA": "/srv/tls/ca.pem", "RETRAIN_MIN_MASKS": "2", "RETRAIN_EPOCHS": "1", "RETRAIN_SAMPLES_PER_EPOCH": "64",
     "LOG_LEVEL": "DEBUG", "SERIES_RULES": "/srv/node/rules.json", "NETWORK_TIMEOUT_S": "30", "MAX_ASSOCIATIONS": "8",
 }

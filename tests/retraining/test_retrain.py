@@ -14,7 +14,7 @@ from dicom_node.db.session import Database
 from dicom_node.imaging.model_info import ArchSpec
 from dicom_node.imaging.network import build_network, load_weights, save_weights
 from dicom_node.jobs.dispatch import run_job
-from dicom_node.jobs.tracker import close_quiet_series
+from dicom_node.jobs.tracker import close_complete_series
 from dicom_node.models.registry import RegistryError, adopt_shipped, list_models, production, promote, register, rollback
 from dicom_node.models.retraining import RoundResult, conclude_round, expert_case_refs, load_case, round_verdict, score
 from dicom_node.models.shipped import production_weights
@@ -65,7 +65,7 @@ def test_promotion_gate_keeps_a_worse_candidate_out(db: Database, tmp_path: Path
     for path in [*siemens_files(), REFERENCE_SEG]:  # the series and an expert's mask of it, as received
         ingest_file(db, path, settings.incoming_dir)
     with db.session() as session:
-        close_quiet_series(session, quiet_s=0)
+        close_complete_series(session, quiet_s=0)
         for job in session.scalars(select(Job)).all():
             job.state = JobState.RUNNING
     from dicom_node.models.expert_masks import register_expert_masks
@@ -107,7 +107,7 @@ def test_rollback_restores_the_previous_production_model_for_the_next_job(db: Da
     for path in siemens_files():  # the next job
         ingest_file(db, path, settings.incoming_dir)
     with db.session() as session:
-        (job,) = close_quiet_series(session, quiet_s=0)
+        (job,) = close_complete_series(session, quiet_s=0)
         job.state = JobState.RUNNING
     run_job(db, settings, job.id)
     with db.session() as session:
