@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 
@@ -36,8 +36,8 @@ class SendResult:
 
 
 def _context(path: Path) -> tuple[str, str]:
-    meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    return str(meta.file_meta.MediaStorageSOPClassUID), str(meta.file_meta.TransferSyntaxUID)
+    meta = read_file_meta_info(path)  # group 2 only: the file goes out as it is
+    return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
 
 
 def _no_delay(assoc: Association) -> None:

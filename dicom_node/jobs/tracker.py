@@ -24,18 +24,13 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from dicom_node.db.models import ExpertMask, Instance, Job, JobState, Series, utcnow
+from dicom_node.imaging.loading import ENHANCED_MR_SOP_CLASSES
 from dicom_node.jobs import queue
 from dicom_node.jobs.kinds import JobKind, kind_for_modality
 
-#: SOP classes whose one instance holds a whole volume (PS3.4 B.5): Enhanced and Legacy Converted
-#: Enhanced MR and CT, Enhanced MR Color.
-WHOLE_VOLUME_SOP_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.4.1",
-    "1.2.840.10008.5.1.4.1.1.4.3",
-    "1.2.840.10008.5.1.4.1.1.4.4",
-    "1.2.840.10008.5.1.4.1.1.2.1",
-    "1.2.840.10008.5.1.4.1.1.2.2",
-)
+#: SOP classes whose one instance holds a whole volume: the Enhanced MR ones the loader knows, and
+#: Enhanced and Legacy Converted Enhanced CT.
+WHOLE_VOLUME_SOP_CLASSES = tuple(sorted(ENHANCED_MR_SOP_CLASSES | {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}))
 
 
 def _utc(moment: datetime) -> datetime:
