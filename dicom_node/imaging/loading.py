@@ -532,6 +532,17 @@ def position_key(info: SliceInfo) -> float | None:
     return round(n0 * x + n1 * y + n2 * z, 3)
 
 
+def volume_directions(series: MRSeries) -> tuple[tuple[float, float, float], ...] | None:
+    """Patient directions (LPS) of increasing slice, row and column index of ``series.pixels``,
+    or None when the orientation is unknown. Slices are sorted along the normal (row x column)."""
+    orientation = series.slices[0].orientation
+    if orientation is None:
+        return None
+    row_dir, col_dir = np.asarray(orientation[:3], dtype=float), np.asarray(orientation[3:], dtype=float)
+    normal = np.cross(row_dir, col_dir)
+    return tuple(float(v) for v in normal), tuple(float(v) for v in col_dir), tuple(float(v) for v in row_dir)  # type: ignore[return-value]
+
+
 def _slice_spacing(infos: Sequence[SliceInfo]) -> float | None:
     """Median distance between distinct slice positions along the normal, in mm."""
     keys = sorted({k for k in (position_key(i) for i in infos) if k is not None})

@@ -32,6 +32,38 @@ class ArchSpec:
 
 
 @dataclass(frozen=True)
+class InferenceSpec:
+    """How the node turns the network's output into a mask; chosen and calibrated with the model.
+
+    ``views`` 1 runs each slice of the series as acquired; 3 fuses the three orthogonal views of a
+    series that is one regular volume (``dicom_node.imaging.triplanar``: a grid of ``grid_size``
+    voxels along the longest side, at most the network's input size, every ``step``-th grid slice
+    through the network). Other series
+    (time series, a few scattered slices) always take one view. ``threshold`` is the brain
+    probability at and above which a voxel is brain. A weights file without it gets the defaults:
+    one view at 0.5, as every model before 1.3.0 was run.
+    """
+
+    views: int = 1
+    grid_size: int = 160
+    step: int = 1
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.views not in (1, 3):
+            raise ValueError(f"inference views must be 1 or 3, not {self.views}.")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"inference threshold must lie between 0 and 1, not {self.threshold}.")
+        if self.step < 1 or self.grid_size < 32 or self.grid_size % 16:
+            raise ValueError(f"inference step must be >= 1 and grid_size a multiple of 16 >= 32, not {self.step} and {self.grid_size}.")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceSpec:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Identity of a loaded model: written into every SEG it makes."""
 
@@ -40,3 +72,4 @@ class ModelInfo:
     arch: ArchSpec
     metrics: dict[str, float] = field(default_factory=dict)
     card: dict[str, str] = field(default_factory=dict)
+    inference: InferenceSpec = field(default_factory=InferenceSpec)

@@ -3,7 +3,10 @@
 A weights file is a ``torch.save`` dict that holds everything needed to rebuild the network::
 
     {"format": "dicom-node-weights/1", "state_dict": ..., "arch": {...}, "name": str,
-     "version": str, "metrics": {str: float}, "card": {str: str}}
+     "version": str, "metrics": {str: float}, "card": {str: str}, "inference": {...}}
+
+``inference`` (optional, :class:`InferenceSpec` as a dict) is how the node runs the network: the
+views it fuses and the calibrated decision threshold.
 
 ``arch`` is :class:`ArchSpec` as a dict. Files are read with ``weights_only=True``: a weights file
 can never run code. ``ArchSpec``'s defaults are the recommended network: a MobileNetV3-Large
@@ -24,7 +27,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from dicom_node.imaging.model_info import ArchSpec, ModelInfo
+from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo
 from dicom_node.receive.storage import atomic_file
 
 WEIGHTS_FORMAT = "dicom-node-weights/1"
@@ -58,6 +61,7 @@ def save_weights(
     version: str,
     metrics: dict[str, float] | None = None,
     card: dict[str, str] | None = None,
+    inference: InferenceSpec | None = None,
 ) -> Path:
     """Write a weights file, whole or not at all."""
     target = Path(path)
@@ -69,6 +73,7 @@ def save_weights(
         "version": str(version),
         "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
         "card": {str(k): str(v) for k, v in (card or {}).items()},
+        "inference": asdict(inference or InferenceSpec()),
     }
     with atomic_file(target) as fh:
         torch.save(payload, fh)
@@ -121,6 +126,12 @@ def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[
         raise ModelWeightsError(
             f"Model weights file {source} does not fit a {arch.encoder_name} DeepLabV3Plus: {exc}"
         ) from exc
+    try:
+        inference = InferenceSpec.from_dict(dict(payload.get("inference") or {}))
+    except (TypeError, ValueError) as exc:
+        raise ModelWeightsError(f"Model weights file {source} has an invalid inference: {exc}") from exc
+    if inference.views == 3 and inference.grid_size > arch.input_size:
+        raise ModelWeightsError(f"Model weights file {source} has an invalid inference: its grid of {inference.grid_size} is larger than the network input of {arch.input_size}.")
     metrics = {str(k): float(v) for k, v in dict(payload.get("metrics") or {}).items() if _is_number(v)}
     info = ModelInfo(
         name=str(payload["name"]),
@@ -128,6 +139,7 @@ def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[
         arch=arch,
         metrics=metrics,
         card={str(k): str(v) for k, v in dict(payload.get("card") or {}).items()},
+        inference=inference,
     )
     network.eval()
     return network.to(device), info

@@ -109,3 +109,38 @@ def clean_mask(mask: np.ndarray, voxel_ml: float | None, min_brain_ml: float = M
         notes.append(f"No brain found: the largest component ({size_text}) is below {limit_text}; mask cleared.")
         kept = np.zeros_like(kept)
     return CleanedMask(mask=kept, notes=notes, removed_voxels=removed)
+
+
+def _disk(radius_px: tuple[int, int]) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px[1] + 1, 2 * radius_px[0] + 1))
+
+
+def _morph3d(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: float, erode: bool) -> np.ndarray:
+    """Erode or dilate a bool ``(n, rows, cols)`` mask by a ``radius_mm`` cylinder (disk in-plane,
+    slab through-plane), so the radius is the same in millimetres whatever the voxel size."""
+    rz = int(radius_mm // max(spacing[0], 1e-3))
+    kernel = _disk((int(radius_mm // max(spacing[1], 1e-3)), int(radius_mm // max(spacing[2], 1e-3))))
+    op = cv2.erode if erode else cv2.dilate
+    planar = np.stack([op(s.astype(np.uint8), kernel, borderValue=0) for s in mask]).astype(bool)
+    if rz == 0:
+        return planar
+    out = planar.copy()
+    for shift in range(1, rz + 1):
+        if erode:
+            out[shift:] &= planar[:-shift]
+            out[:-shift] &= planar[shift:]
+            out[:shift] = False
+            out[-shift:] = False
+        else:
+            out[shift:] |= planar[:-shift]
+            out[:-shift] |= planar[shift:]
+    return out
+
+
+def erode_connect(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    """Cut what hangs on the brain by bridges thinner than ``2 * radius_mm`` (optic nerves, skull,
+    neck): erode, keep the largest component, grow it back within the original mask."""
+    core = largest_component(_morph3d(mask, spacing, radius_mm, erode=True))
+    if not core.any():
+        return mask.copy()
+    return _morph3d(core, spacing, radius_mm, erode=False) & mask

@@ -96,7 +96,7 @@ def score(weights: Path, cases: list[Case], device: str = "cpu") -> dict[str, An
     network, info = load_weights(weights, resolve_device(device))
     per_series: dict = {}
     for case in cases:
-        per_series.update(evaluate_case(network, info.arch, case))
+        per_series.update(evaluate_case(network, info, case))
     return {"overall": overall(per_series), "per_series": per_series}
 
 

@@ -27,12 +27,16 @@ import numpy as np
 import pydicom
 import torch
 
-from dicom_node.imaging.loading import MRSeries, SeriesLoadError, load_series, read_header
+from dicom_node.imaging.loading import MRSeries, SeriesLoadError, load_series, read_header, volume_directions
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 
 DEFAULT_MASK_NAME = "brainmask_deepbet"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 ORIENTATIONS = (0, 1, 2)
+STACK_AXES = {0: (0, 1, 2), 1: (1, 2, 0), 2: (2, 1, 0)}  # oriented_stack's transposes
+# load_nifti_case's layout in patient (LPS) terms: slices run to the right (LPS -x), rows from head
+# to foot (LPS -z), columns toward the face (LPS -y).
+NIFTI_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, -1.0, 0.0))
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Case:
     kind: str = "dicom"  # dicom | nifti
     negative: bool = False  # no brain anywhere (phantom): every target is background
     notes: list[str] = field(default_factory=list)
+    directions: tuple[tuple[float, float, float], ...] | None = None  # patient (LPS) direction of each axis, when known
 
     def __post_init__(self) -> None:
         if self.mask.shape != self.volume.shape:
@@ -56,6 +61,13 @@ class Case:
     @property
     def window(self) -> tuple[float, float]:
         return intensity_window(self.volume)
+
+
+def stack_directions(case: Case, axis: int) -> tuple[tuple[float, float, float], ...] | None:
+    """The patient directions of the three axes of ``oriented_stack(case.volume, ..., axis)``."""
+    if case.directions is None:
+        return None
+    return tuple(case.directions[a] for a in STACK_AXES[axis])
 
 
 def oriented_stack(volume: np.ndarray, spacing: Sequence[float], axis: int) -> tuple[np.ndarray, tuple[float, float]]:
@@ -125,7 +137,8 @@ def save_cases(path: Path | str, cases: Sequence[Case]) -> Path:
             volume = volume.astype(np.float32)
         arrays[f"volume{i}"], arrays[f"mask{i}"] = volume, np.packbits(case.mask)
         meta.append({"name": case.name, "spacing": list(case.spacing), "native_axis": case.native_axis,
-                     "kind": case.kind, "negative": case.negative, "shape": list(case.mask.shape)})
+                     "kind": case.kind, "negative": case.negative, "shape": list(case.mask.shape),
+                     "directions": [list(d) for d in case.directions] if case.directions else None})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     target = Path(path)
     np.savez_compressed(target, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
@@ -140,7 +153,8 @@ def load_cases(path: Path | str) -> list[Case]:
         for i, m in enumerate(meta):
             mask = np.unpackbits(pack[f"mask{i}"], count=int(np.prod(m["shape"]))).reshape(m["shape"]).astype(bool)
             cases.append(Case(name=m["name"], volume=pack[f"volume{i}"].astype(np.float32), mask=mask,
-                              spacing=tuple(m["spacing"]), native_axis=m["native_axis"], kind=m["kind"], negative=m["negative"]))
+                              spacing=tuple(m["spacing"]), native_axis=m["native_axis"], kind=m["kind"], negative=m["negative"],
+                              directions=tuple(tuple(d) for d in m["directions"]) if m.get("directions") else None))
     return cases
 
 
@@ -177,6 +191,7 @@ def load_nifti_case(image_path: Path | str, mask_path: Path | str, name: str | N
         mask=reorder(mask),
         spacing=(zooms[0], zooms[2], zooms[1]),
         kind="nifti",
+        directions=NIFTI_DIRECTIONS,
     )
 
 
@@ -189,7 +204,8 @@ def series_volume(series: MRSeries) -> tuple[np.ndarray, tuple[float, float, flo
 
 def dicom_case(series: MRSeries, mask: np.ndarray, name: str, negative: bool = False) -> Case:
     volume, spacing = series_volume(series)
-    return Case(name=name, volume=volume, mask=mask.astype(bool), spacing=spacing, series=series, kind="dicom", negative=negative)
+    return Case(name=name, volume=volume, mask=mask.astype(bool), spacing=spacing, series=series, kind="dicom", negative=negative,
+                directions=volume_directions(series))
 
 
 def _seg_referenced_series(ds: pydicom.Dataset) -> set[str]:

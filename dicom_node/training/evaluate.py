@@ -8,36 +8,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from dicom_node.imaging.model_info import ArchSpec
-from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
+from dicom_node.imaging.model_info import ArchSpec, ModelInfo
 from dicom_node.imaging.postprocess import clean_mask
-from dicom_node.training.data import Case, oriented_stack
+from dicom_node.imaging.segmenter import brain_probabilities
+from dicom_node.imaging.triplanar import Direction
+from dicom_node.training.data import Case, oriented_stack, stack_directions
 from dicom_node.training.metrics import series_metrics
 
 AXIS_NAMES = {0: "native", 1: "reformat-1", 2: "reformat-2"}
 NIFTI_AXIS_NAMES = {0: "sagittal", 1: "axial", 2: "coronal"}
 
 
-@torch.no_grad()
-def predict_probabilities(network: nn.Module, arch: ArchSpec, pixels: np.ndarray, pixel_spacing: tuple[float, float] | None, batch_size: int = 16) -> np.ndarray:
-    """Brain probability per pixel, ``(n, rows, cols)`` float32: the segmenter's path, with sigmoid,
-    in fp32 on the network's device."""
+def predict_probabilities(
+    network: nn.Module, info: ModelInfo, pixels: np.ndarray, spacing: tuple[float, float, float], directions: Sequence[Direction] | None = None, batch_size: int = 16
+) -> np.ndarray:
+    """Brain probability per pixel, ``(n, rows, cols)`` float32: the segmenter's path (its views
+    and grid), with ``network`` in fp32 on its own device. ``spacing`` is (slice, row, column)."""
     network.eval()
     device = next(network.parameters()).device
-    volume = normalize(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device), intensity_window(pixels))
-    box = Letterbox.fit(pixels.shape[1], pixels.shape[2], arch.input_size, pixel_spacing)
-    out = np.empty(pixels.shape, dtype=np.float32)
-    for start in range(0, pixels.shape[0], batch_size):
-        logits = network(box.to_network(volume[start : start + batch_size]))
-        logit = logits[:, :1] if logits.shape[1] == 1 else logits[:, 1:2] - logits[:, :1]
-        out[start : start + batch_size] = torch.sigmoid(box.from_network(logit.float())).cpu().numpy()
-    return out
+    with torch.no_grad():
+        return brain_probabilities(network, pixels, (spacing[1], spacing[2]), spacing[0], info, batch_size, device, directions)
 
 
-def evaluate_case(network: nn.Module, arch: ArchSpec, case: Case, axes: Sequence[int] | str = "native") -> dict[str, dict[str, float]]:
-    """Table-2 metrics of ``case`` per orientation, after the node's post-processing.
+def evaluate_case(
+    network: nn.Module,
+    model: ArchSpec | ModelInfo,
+    case: Case,
+    axes: Sequence[int] | str = "native",
+    thresholds: Sequence[float] = (),
+) -> dict[str, dict[str, float]]:
+    """Table-2 metrics of ``case`` per orientation, after the node's inference and post-processing
+    (``model``'s views and threshold; an ``ArchSpec`` alone means one view at 0.5).
 
     ``axes="native"`` scores a DICOM series as acquired (NIfTI volumes in all three orientations).
+    Each of ``thresholds`` adds rows ``NAME@T`` scored at that threshold instead, from the same
+    probabilities: held-out folds then tell which threshold to ship.
     """
     chosen: Sequence[int]
     if axes == "native":
@@ -47,12 +52,15 @@ def evaluate_case(network: nn.Module, arch: ArchSpec, case: Case, axes: Sequence
     else:
         chosen = [int(a) for a in axes]
     names = NIFTI_AXIS_NAMES if case.kind == "nifti" else AXIS_NAMES
+    info = model if isinstance(model, ModelInfo) else ModelInfo("evaluated", "-", model)
     results = {}
     for axis in chosen:
         stack, spacing = oriented_stack(case.volume, case.spacing, axis)
         ref, _ = oriented_stack(case.mask, case.spacing, axis)
-        prob = predict_probabilities(network, arch, stack, spacing)
+        prob = predict_probabilities(network, info, stack, (float(case.spacing[axis]), *spacing), stack_directions(case, axis))
         voxel_ml = float(np.prod(case.spacing)) / 1000.0
-        pred = clean_mask(prob > 0.5, voxel_ml).mask
-        results[f"{case.name}/{names[axis]}"] = series_metrics(pred, ref, prob)
+        name = f"{case.name}/{names[axis]}"
+        for threshold, key in ((info.inference.threshold, name), *((t, f"{name}@{t:g}") for t in thresholds)):
+            pred = clean_mask(prob >= threshold, voxel_ml).mask
+            results[key] = series_metrics(pred, ref, prob)
     return results

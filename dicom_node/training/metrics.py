@@ -87,6 +87,7 @@ def series_metrics(pred: np.ndarray, ref: np.ndarray, probabilities: np.ndarray 
     counts = confusion(pred, ref)
     out = scores(counts)
     out["ap"] = average_precision(probabilities if probabilities is not None else pred, ref)
+    out["end_dice"] = end_slices_dice(pred, ref)
     out.update({"tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn})
     return out
 
@@ -105,8 +106,29 @@ def overall(per_series: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     for name in METRIC_NAMES:
         values = [float(row[name]) for row in rows if np.isfinite(row.get(name, float("nan")))]
         out[f"mean_{name}"] = float(np.mean(values)) if values else float("nan")
+    ends = [float(row["end_dice"]) for row in rows if np.isfinite(row.get("end_dice", float("nan")))]
+    out["end_dice"] = float(np.mean(ends)) if ends else float("nan")  # a mean over series: slices do not pool
     out["series"] = len(rows)
     return out
+
+
+def end_slices_dice(pred: np.ndarray, ref: np.ndarray, fraction: float = 0.1) -> float:
+    """Mean per-slice Dice of the slices in the first and last ``fraction`` of the reference brain's
+    extent along axis 0 (the ends of the brain: skull base and vertex in an axial view, the lateral
+    edges in a sagittal one). NaN when the reference holds no brain.
+
+    A slice counts from its index: with the brain on slices 10..109, fraction 0.1 takes 10..19 and
+    100..109. A slice whose reference and prediction are both empty cannot occur inside the extent.
+    """
+    if np.ndim(ref) != 3:
+        return float("nan")  # not a stack of slices
+    present = np.flatnonzero(np.asarray(ref, dtype=bool).any(axis=(1, 2)))
+    if present.size == 0:
+        return float("nan")
+    first, last = int(present[0]), int(present[-1])
+    width = max(1, int(round((last - first + 1) * fraction)))
+    chosen = sorted(set(range(first, first + width)) | set(range(last - width + 1, last + 1)))
+    return float(np.mean([scores(confusion(pred[z], ref[z]))["dice"] for z in chosen]))
 
 
 def batch_dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -116,14 +138,14 @@ def batch_dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
 def format_table(per_series: Mapping[str, Mapping[str, float]], total: Mapping[str, float] | None = None) -> str:
     """A plain-text table: one row per series, then the overall row."""
-    header = f"{'series':40s} " + " ".join(f"{n:>9s}" for n in ("dice/f1", "iou", "precision", "recall", "ap"))
+    header = f"{'series':40s} " + " ".join(f"{n:>9s}" for n in ("dice/f1", "iou", "precision", "recall", "ap", "end dice"))
     lines = [header, "-" * len(header)]
     rows: Iterable[tuple[str, Mapping[str, float]]] = list(per_series.items())
     if total:
         rows = [*rows, ("overall (pooled pixels)", total)]
     for name, row in rows:
-        lines.append(f"{name[:40]:40s} " + " ".join(f"{float(row[n]):9.4f}" for n in METRIC_NAMES))
+        lines.append(f"{name[:40]:40s} " + " ".join(f"{float(row.get(n, float('nan'))):9.4f}" for n in (*METRIC_NAMES, "end_dice")))
     return "\n".join(lines)
 
 
-__all__ = ["Counts", "confusion", "scores", "average_precision", "series_metrics", "overall", "batch_dice", "format_table", "asdict"]
+__all__ = ["Counts", "confusion", "scores", "average_precision", "series_metrics", "end_slices_dice", "overall", "batch_dice", "format_table", "asdict"]

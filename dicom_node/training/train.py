@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dicom_node.imaging.model_info import ArchSpec
+from dicom_node.imaging.model_info import ArchSpec, InferenceSpec
 from dicom_node.imaging.network import build_network, load_weights, resolve_device, save_weights
 from dicom_node.receive.storage import atomic_file
 from dicom_node.training.augment import AugmentConfig, augment
@@ -50,6 +50,7 @@ class TrainConfig:
     device: str = "auto"  # cpu, cuda or auto (CUDA when present)
     max_seconds: float | None = None  # wall-clock budget: the LR schedule follows it, training stops at it
     arch: ArchSpec = field(default_factory=ArchSpec)
+    inference: InferenceSpec = field(default_factory=InferenceSpec)  # written with the weights; a fine-tune keeps its parent's
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -215,7 +216,7 @@ def _train(
     if init:
         network, parent = load_weights(init, "cpu")
         arch = parent.arch
-        config = replace(config, arch=arch)
+        config = replace(config, arch=arch, inference=parent.inference)
         log(f"Fine-tuning from {init} ({parent.name} {parent.version}).")
     else:
         arch = config.arch
@@ -303,5 +304,5 @@ def _train(
         metrics = {f"train_{k}": float(v) for k, v in last.items() if k in ("loss", "dice", "val_loss", "val_dice")}
         metrics["epochs"] = float(len(history))
         metrics["train_seconds"] = seconds
-        save_weights(out, network, arch, name=name, version=version, metrics=metrics, card=card)
+        save_weights(out, network, arch, name=name, version=version, metrics=metrics, card=card, inference=config.inference)
     return TrainResult(network=network, arch=arch, history=history, seconds=seconds)
