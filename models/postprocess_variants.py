@@ -28,12 +28,12 @@ from dicom_node.imaging.model_info import ModelInfo  # noqa: E402
 from dicom_node.imaging.network import load_weights  # noqa: E402
 from dicom_node.imaging.normalize import intensity_window, normalize  # noqa: E402
 from dicom_node.imaging.postprocess import clean_mask, erode_connect  # noqa: E402
-from dicom_node.imaging.triplanar import triplanar_probabilities  # noqa: E402
+from dicom_node.imaging.triplanar import VIEW_AXES, triplanar_probabilities  # noqa: E402
 from dicom_node.training.data import Case, oriented_stack  # noqa: E402
 from dicom_node.training.evaluate import NIFTI_AXIS_NAMES, predict_probabilities  # noqa: E402
 from dicom_node.training.metrics import overall, series_metrics  # noqa: E402
 
-INVERSE = {0: (0, 1, 2), 1: (2, 0, 1), 2: (2, 1, 0)}  # oriented_stack's transposes undone
+INVERSE = {axis: tuple(int(a) for a in np.argsort(order)) for axis, order in VIEW_AXES.items()}  # oriented_stack's transposes undone
 
 
 def view_probabilities(network, arch, case: Case) -> list[np.ndarray]:

@@ -53,6 +53,12 @@ def build_network(arch: ArchSpec) -> nn.Module:
     )
 
 
+def brain_logit(out: torch.Tensor) -> torch.Tensor:
+    """The brain logit ``(n, 1, ...)`` from the network's output, whether it has 1 class (the
+    logit) or 2 (background, brain)."""
+    return out[:, :1] if out.shape[1] == 1 else out[:, 1:2] - out[:, :1]
+
+
 def save_weights(
     path: Path | str,
     network: nn.Module,

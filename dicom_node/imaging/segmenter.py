@@ -30,7 +30,7 @@ from torch import nn
 
 from dicom_node.imaging.loading import MRSeries, position_key, volume_directions
 from dicom_node.imaging.model_info import ModelInfo
-from dicom_node.imaging.network import NoModelWeightsError, load_weights, resolve_device
+from dicom_node.imaging.network import NoModelWeightsError, brain_logit, load_weights, resolve_device
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 from dicom_node.imaging.postprocess import MIN_BRAIN_ML, clean_mask
 from dicom_node.imaging.triplanar import Direction, triplanar_probabilities
@@ -201,8 +201,7 @@ def brain_probabilities(
     probs = torch.empty(pixels.shape, dtype=torch.float32, device=volume.device)
     for start in range(0, pixels.shape[0], batch_size):
         out = run(box.to_network(volume[start : start + batch_size]))
-        logit = out[:, :1] if out.shape[1] == 1 else out[:, 1:2] - out[:, :1]
-        probs[start : start + batch_size] = torch.sigmoid(box.from_network(logit.float().to(volume.device)))
+        probs[start : start + batch_size] = torch.sigmoid(box.from_network(brain_logit(out).float().to(volume.device)))
     return probs.cpu().numpy()
 
 

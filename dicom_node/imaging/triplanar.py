@@ -25,12 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dicom_node.imaging.network import brain_logit
 from dicom_node.imaging.normalize import Letterbox
 
 Direction = Sequence[float]  # a unit vector in patient coordinates (LPS)
 Runner = Callable[[torch.Tensor], torch.Tensor]  # (n, channels, size, size) -> logits (n, classes, size, size)
 
-_PERMUTE = {0: (0, 1, 2), 1: (1, 2, 0), 2: (2, 1, 0)}  # volume axes -> view axes (as training's oriented_stack)
+VIEW_AXES = {0: (0, 1, 2), 1: (1, 2, 0), 2: (2, 1, 0)}  # volume axes -> view axes, here and in training's oriented_stack
 
 
 def common_grid(shape: Sequence[int], spacing: Sequence[float], size: int) -> tuple[float, tuple[int, int, int]]:
@@ -46,11 +47,6 @@ def common_grid(shape: Sequence[int], spacing: Sequence[float], size: int) -> tu
 def _box(view_shape: Sequence[int], view_grid: Sequence[int], input_size: int) -> Letterbox:
     rows, cols = view_grid[1], view_grid[2]
     return Letterbox(view_shape[1], view_shape[2], input_size, rows, cols, (input_size - rows) // 2, (input_size - cols) // 2)
-
-
-def _brain_probability(out: torch.Tensor) -> torch.Tensor:
-    logit = out[:, :1] if out.shape[1] == 1 else out[:, 1:2] - out[:, :1]
-    return torch.sigmoid(logit.float())
 
 
 def head_up(rows: Direction | None, cols: Direction | None) -> tuple[bool, bool]:
@@ -76,7 +72,7 @@ def view_probabilities(
     source slices (nearest), every ``step``-th one (and the last) is run, and the rest are
     interpolated linearly between them.
     """
-    order = _PERMUTE[axis]
+    order = VIEW_AXES[axis]
     swap, flip = head_up(*(directions[a] for a in order[1:])) if directions is not None else (False, False)
     if swap:
         order = (order[0], order[2], order[1])
@@ -93,7 +89,7 @@ def view_probabilities(
     for start in range(0, sources.size, batch_size):
         chunk = view[torch.from_numpy(sources[start : start + batch_size]).to(view.device)]
         out = run(box.to_network(chunk))
-        probs.append(_brain_probability(out.to(view.device))[:, 0, box.top : box.top + box.inner_rows, box.left : box.left + box.inner_cols])
+        probs.append(torch.sigmoid(brain_logit(out.to(view.device)).float())[:, 0, box.top : box.top + box.inner_rows, box.left : box.left + box.inner_cols])
     sampled = torch.cat(probs)  # (len(sources), grid rows, grid cols) of the view
     # linear interpolation from the sampled source slices to every grid slice
     position = np.clip(centres, sources[0], sources[-1])

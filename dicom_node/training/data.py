@@ -29,11 +29,11 @@ import torch
 
 from dicom_node.imaging.loading import MRSeries, SeriesLoadError, load_series, read_header, volume_directions
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
+from dicom_node.imaging.triplanar import VIEW_AXES
 
 DEFAULT_MASK_NAME = "brainmask_deepbet"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 ORIENTATIONS = (0, 1, 2)
-STACK_AXES = {0: (0, 1, 2), 1: (1, 2, 0), 2: (2, 1, 0)}  # oriented_stack's transposes
 # load_nifti_case's layout in patient (LPS) terms: slices run to the right (LPS -x), rows from head
 # to foot (LPS -z), columns toward the face (LPS -y).
 NIFTI_DIRECTIONS = ((-1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, -1.0, 0.0))
@@ -67,7 +67,7 @@ def stack_directions(case: Case, axis: int) -> tuple[tuple[float, float, float],
     """The patient directions of the three axes of ``oriented_stack(case.volume, ..., axis)``."""
     if case.directions is None:
         return None
-    return tuple(case.directions[a] for a in STACK_AXES[axis])
+    return tuple(case.directions[a] for a in VIEW_AXES[axis])
 
 
 def oriented_stack(volume: np.ndarray, spacing: Sequence[float], axis: int) -> tuple[np.ndarray, tuple[float, float]]:
@@ -76,13 +76,11 @@ def oriented_stack(volume: np.ndarray, spacing: Sequence[float], axis: int) -> t
     Axis 0 is the stack as stored. Axes 1 and 2 are reformats, transposed so that the stored rows
     (head-up in a scanner series, superior-up for the canonical NIfTI views) stay vertical.
     """
-    if axis == 0:
-        return volume, (float(spacing[1]), float(spacing[2]))
-    if axis == 1:  # (n, r, c) -> (r, c, n): rows of the new slices are the stored columns
-        return np.ascontiguousarray(volume.transpose(1, 2, 0)), (float(spacing[2]), float(spacing[0]))
-    if axis == 2:  # (n, r, c) -> (c, r, n)
-        return np.ascontiguousarray(volume.transpose(2, 1, 0)), (float(spacing[1]), float(spacing[0]))
-    raise ValueError(f"axis must be 0, 1 or 2, not {axis}.")
+    if axis not in VIEW_AXES:
+        raise ValueError(f"axis must be 0, 1 or 2, not {axis}.")
+    order = VIEW_AXES[axis]  # axis 1: (n, r, c) -> (r, c, n), rows of the new slices are the stored columns; axis 2: -> (c, r, n)
+    stack = volume if axis == 0 else np.ascontiguousarray(volume.transpose(order))
+    return stack, (float(spacing[order[1]]), float(spacing[order[2]]))
 
 
 @dataclass

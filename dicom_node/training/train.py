@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dicom_node.imaging.model_info import ArchSpec, InferenceSpec
-from dicom_node.imaging.network import build_network, load_weights, resolve_device, save_weights
+from dicom_node.imaging.network import brain_logit, build_network, load_weights, resolve_device, save_weights
 from dicom_node.receive.storage import atomic_file
 from dicom_node.training.augment import AugmentConfig, augment
 from dicom_node.training.data import ORIENTATIONS, Case, SliceSet, case_slices
@@ -111,10 +111,6 @@ def validation_slices(cases: Sequence[Case], size: int, per_case: int) -> tuple[
             images.append(s.images[take])
             masks.append(s.masks[take])
     return torch.from_numpy(np.concatenate(images)[:, None]), torch.from_numpy(np.concatenate(masks)[:, None].astype(np.float32))
-
-
-def brain_logit(out: torch.Tensor) -> torch.Tensor:
-    return out[:, :1] if out.shape[1] == 1 else out[:, 1:2] - out[:, :1]
 
 
 def loss_fn(logit: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
