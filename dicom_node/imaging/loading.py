@@ -110,6 +110,11 @@ class MRSeries:
         return len(keys)
 
     @property
+    def echo_planar(self) -> bool:
+        """Whether the series was acquired with echo-planar readout (fMRI, diffusion, SE-EPI)."""
+        return bool(self.datasets) and is_echo_planar(self.datasets[0])
+
+    @property
     def log_name(self) -> str:
         """A stand-in for the series in logs and messages: a hash, never the UID or patient data."""
         return f"series {short_hash(self.series_instance_uid)}"
@@ -129,6 +134,25 @@ class FolderScan:
 
     series: dict[str, list[Path]]
     skipped: list[SkippedFile]
+
+
+def header_values(ds: Dataset, keyword: str) -> list[str]:
+    """The attribute's values as stripped strings; [] when absent, empty or unreadable."""
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return []
+    if value is None or value == "":
+        return []
+    items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+def is_echo_planar(ds: Dataset) -> bool:
+    """An echo-planar acquisition by its header: Scanning Sequence holds EP (MR Image), or Echo
+    Planar Pulse Sequence is YES (Enhanced MR). Vendors write one or the other; junk reads as no."""
+    return "EP" in (v.upper() for v in header_values(ds, "ScanningSequence")) or [
+        v.upper() for v in header_values(ds, "EchoPlanarPulseSequence")] == ["YES"]
 
 
 def read_header(path: Path) -> Dataset:

@@ -40,22 +40,30 @@ class InferenceSpec:
     voxels along the longest side, at most the network's input size, every ``step``-th grid slice
     through the network). Other series
     (time series, a few scattered slices) always take one view. ``threshold`` is the brain
-    probability at and above which a voxel is brain. A weights file without it gets the defaults:
-    one view at 0.5, as every model before 1.3.0 was run.
+    probability at and above which a voxel is brain; ``epi_threshold``, when set, replaces it for
+    echo-planar series (fMRI, diffusion, spin-echo EPI), on which a network trained mostly on T1 is
+    less sure of the brain's edge. A weights file without them gets the defaults: one view at 0.5,
+    as every model before 1.3.0 was run.
     """
 
     views: int = 1
     grid_size: int = 160
     step: int = 1
     threshold: float = 0.5
+    epi_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.views not in (1, 3):
             raise ValueError(f"inference views must be 1 or 3, not {self.views}.")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"inference threshold must lie between 0 and 1, not {self.threshold}.")
+        for name, value in (("threshold", self.threshold), ("epi_threshold", self.epi_threshold)):
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"inference {name} must lie between 0 and 1, not {value}.")
         if self.step < 1 or self.grid_size < 32 or self.grid_size % 16:
             raise ValueError(f"inference step must be >= 1 and grid_size a multiple of 16 >= 32, not {self.step} and {self.grid_size}.")
+
+    def threshold_for(self, echo_planar: bool) -> float:
+        """The brain threshold for a series, by whether it is echo-planar."""
+        return self.epi_threshold if echo_planar and self.epi_threshold is not None else self.threshold
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceSpec:

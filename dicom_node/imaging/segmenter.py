@@ -160,7 +160,7 @@ class Segmenter:
         started = time.perf_counter()
         probs = self.predict_probabilities(series.pixels, series.slices[0].pixel_spacing, volume_slice_spacing(series), volume_directions(series))
         voxel_ml = series.voxel_volume_ml()
-        cleaned = clean_mask(probs >= self.info.inference.threshold, voxel_ml, min_brain_ml)
+        cleaned = clean_mask(probs >= self.info.inference.threshold_for(series.echo_planar), voxel_ml, min_brain_ml)
         volume = None
         if voxel_ml is not None:
             repeats = series.n_slices / max(series.n_positions, 1)  # time series: mean over time points

@@ -56,7 +56,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from dicom_node.imaging.loading import float_values
+from dicom_node.imaging.loading import float_values, header_values
 from dicom_node.imaging.mosaic import mosaic_tile_count
 
 ORIENTATION_TOLERANCE = 1e-3
@@ -100,7 +100,7 @@ class Condition:
 
     def failure(self, ds: Dataset) -> str | None:
         """Why ``ds`` fails this condition, or None when it passes."""
-        values = _values(ds, self.keyword)
+        values = header_values(ds, self.keyword)
         if not values and self.missing is not None:
             return None if self.missing == "pass" else f"{self.keyword} is missing"
         upper = [v.upper() for v in values]
@@ -325,20 +325,6 @@ def _first(item: Dataset, shared: Dataset, sequence: str, keyword: str, count: i
             if value:
                 return value
     return None
-
-
-
-
-def _values(ds: Dataset, keyword: str) -> list[str]:
-    """The attribute's values as stripped strings; [] when absent, empty or unreadable."""
-    try:
-        value = ds.get(keyword)
-    except Exception:
-        return []
-    if value is None or value == "":
-        return []
-    items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
-    return [str(v).strip() for v in items if str(v).strip()]
 
 
 def _number(text: str) -> float | None:

@@ -19,6 +19,7 @@ Inputs (:func:`discover_cases`):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class Case:
     negative: bool = False  # no brain anywhere (phantom): every target is background
     notes: list[str] = field(default_factory=list)
     directions: tuple[tuple[float, float, float], ...] | None = None  # patient (LPS) direction of each axis, when known
+    echo_planar: bool = False  # an EPI acquisition: the model may have its own threshold for these
 
     def __post_init__(self) -> None:
         if self.mask.shape != self.volume.shape:
@@ -136,7 +138,7 @@ def save_cases(path: Path | str, cases: Sequence[Case]) -> Path:
         arrays[f"volume{i}"], arrays[f"mask{i}"] = volume, np.packbits(case.mask)
         meta.append({"name": case.name, "spacing": list(case.spacing), "native_axis": case.native_axis,
                      "kind": case.kind, "negative": case.negative, "shape": list(case.mask.shape),
-                     "directions": [list(d) for d in case.directions] if case.directions else None})
+                     "directions": [list(d) for d in case.directions] if case.directions else None, "echo_planar": case.echo_planar})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     target = Path(path)
     np.savez_compressed(target, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
@@ -152,7 +154,8 @@ def load_cases(path: Path | str) -> list[Case]:
             mask = np.unpackbits(pack[f"mask{i}"], count=int(np.prod(m["shape"]))).reshape(m["shape"]).astype(bool)
             cases.append(Case(name=m["name"], volume=pack[f"volume{i}"].astype(np.float32), mask=mask,
                               spacing=tuple(m["spacing"]), native_axis=m["native_axis"], kind=m["kind"], negative=m["negative"],
-                              directions=tuple(tuple(d) for d in m["directions"]) if m.get("directions") else None))
+                              directions=tuple(tuple(d) for d in m["directions"]) if m.get("directions") else None,
+                              echo_planar=bool(m.get("echo_planar", False))))
     return cases
 
 
@@ -161,10 +164,12 @@ def load_cases(path: Path | str) -> list[Case]:
 
 
 def load_nifti_case(image_path: Path | str, mask_path: Path | str, name: str | None = None) -> Case:
-    """A NIfTI head and its mask, reoriented to RAS and stored as superior-up coronal-stacked views.
+    """A NIfTI head and its mask, reoriented to RAS.
 
-    The volume is stored as ``(x, z, y)`` ... no: as ``(R->L sagittal index, S->I rows, A->P cols)``
-    so that axis 0 gives sagittal slices, axis 1 axial and axis 2 coronal (see :func:`oriented_stack`).
+    The volume is stored as ``(R->L sagittal index, S->I rows, A->P cols)`` so that axis 0 gives
+    sagittal slices, axis 1 axial and axis 2 coronal (see :func:`oriented_stack`). A BIDS sidecar
+    beside the image (``t1.json`` for ``t1.nii.gz``, as dcm2niix writes it) tells an EPI by its
+    ``ScanningSequence``.
     """
     import nibabel as nib
 
@@ -190,7 +195,19 @@ def load_nifti_case(image_path: Path | str, mask_path: Path | str, name: str | N
         spacing=(zooms[0], zooms[2], zooms[1]),
         kind="nifti",
         directions=NIFTI_DIRECTIONS,
+        echo_planar=sidecar_echo_planar(Path(image_path)),
     )
+
+
+def sidecar_echo_planar(image_path: Path) -> bool:
+    """Whether the image's BIDS sidecar names an echo-planar acquisition (``"ScanningSequence": "EP"``;
+    dcm2niix joins several values with ``_``). No sidecar, or one that is not JSON: not EPI."""
+    sidecar = image_path.parent / (image_path.name.split(".")[0] + ".json")
+    try:
+        value = json.loads(sidecar.read_text()).get("ScanningSequence", "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(value, str) and "EP" in re.split(r"[_\\\s]+", value.upper())
 
 
 def series_volume(series: MRSeries) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -203,7 +220,7 @@ def series_volume(series: MRSeries) -> tuple[np.ndarray, tuple[float, float, flo
 def dicom_case(series: MRSeries, mask: np.ndarray, name: str, negative: bool = False) -> Case:
     volume, spacing = series_volume(series)
     return Case(name=name, volume=volume, mask=mask.astype(bool), spacing=spacing, series=series, kind="dicom", negative=negative,
-                directions=volume_directions(series))
+                directions=volume_directions(series), echo_planar=series.echo_planar)
 
 
 def _seg_referenced_series(ds: pydicom.Dataset) -> set[str]:

@@ -36,13 +36,16 @@ def evaluate_case(
     case: Case,
     axes: Sequence[int] | str = "native",
     thresholds: Sequence[float] = (),
+    min_reference_fraction: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Table-2 metrics of ``case`` per orientation, after the node's inference and post-processing
-    (``model``'s views and threshold; an ``ArchSpec`` alone means one view at 0.5).
+    (``model``'s views and threshold for the case's contrast; an ``ArchSpec`` alone means one view at 0.5).
 
     ``axes="native"`` scores a DICOM series as acquired (NIfTI volumes in all three orientations).
     Each of ``thresholds`` adds rows ``NAME@T`` scored at that threshold instead, from the same
-    probabilities: held-out folds then tell which threshold to ship.
+    probabilities: held-out folds then tell which threshold to ship. ``min_reference_fraction`` > 0
+    scores only the slices whose reference mask is at least that fraction of its largest slice: the
+    ends of a slab, where a 3D reference tool fails, are left out (inference still sees them all).
     """
     chosen: Sequence[int]
     if axes == "native":
@@ -60,7 +63,9 @@ def evaluate_case(
         prob = predict_probabilities(network, info, stack, (float(case.spacing[axis]), *spacing), stack_directions(case, axis))
         voxel_ml = float(np.prod(case.spacing)) / 1000.0
         name = f"{case.name}/{names[axis]}"
-        for threshold, key in ((info.inference.threshold, name), *((t, f"{name}@{t:g}") for t in thresholds)):
+        areas = ref.reshape(len(ref), -1).sum(axis=1)
+        scored = areas >= min_reference_fraction * areas.max() if min_reference_fraction > 0 else np.ones(len(ref), dtype=bool)
+        for threshold, key in ((info.inference.threshold_for(case.echo_planar), name), *((t, f"{name}@{t:g}") for t in thresholds)):
             pred = clean_mask(prob >= threshold, voxel_ml).mask
-            results[key] = series_metrics(pred, ref, prob)
+            results[key] = series_metrics(pred[scored], ref[scored], prob[scored])
     return results

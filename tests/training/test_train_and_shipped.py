@@ -88,3 +88,23 @@ def test_evaluate_shipped_weights_on_the_siemens_series(capsys: pytest.CaptureFi
     assert report["series"][name]["dice"] > 0.9
     assert report["overall"]["dice"] > 0.9
     assert set(report["overall"]) >= {"dice", "iou", "precision", "recall", "ap"}
+
+
+def test_scoring_can_leave_out_the_ends_of_a_slab() -> None:
+    """``min_reference_fraction`` scores only slices whose reference is at least that share of its
+    largest slice (a slab's ends, where a 3D reference tool fails); the network still sees all."""
+    from dicom_node.imaging.network import build_network
+    from dicom_node.training.data import oriented_stack
+    from dicom_node.training.evaluate import evaluate_case
+
+    case = _toy_case()
+    network = build_network(ArchSpec(input_size=64))
+    whole = evaluate_case(network, ArchSpec(input_size=64), case, axes=[0])["toy/sagittal"]
+    middle = evaluate_case(network, ArchSpec(input_size=64), case, axes=[0], min_reference_fraction=0.5)["toy/sagittal"]
+    ref, _ = oriented_stack(case.mask, case.spacing, 0)
+    areas = ref.reshape(len(ref), -1).sum(axis=1)
+    kept = areas >= 0.5 * areas.max()
+    assert 0 < kept.sum() < (areas > 0).sum()
+    assert whole["tp"] + whole["fn"] == ref.sum()
+    assert middle["tp"] + middle["fn"] == ref[kept].sum()
+    assert middle["tp"] + middle["fn"] + middle["fp"] + middle["tn"] == ref[kept].size
