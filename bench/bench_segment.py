@@ -20,14 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.timing import best_of  # noqa: E402
-from dicom_node.imaging.loading import MRSeries, load_series, scan_folder  # noqa: E402
+from dicom_node.imaging.loading import MRSeries, load_series, ras_affine, scan_folder  # noqa: E402
 from dicom_node.imaging.segmenter import get_segmenter  # noqa: E402
 from dicom_node.models.shipped import default_weights_path  # noqa: E402
 from dicom_node.series.pipeline import process_series  # noqa: E402
@@ -39,16 +38,7 @@ def to_nifti(series: MRSeries, path: Path) -> Path:
     """The series as NIfTI (RAS affine from the DICOM geometry), the input deepbet reads."""
     import nibabel as nib
 
-    first = series.slices[0]
-    row, col = np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:])
-    row_mm, col_mm = first.pixel_spacing
-    affine = np.eye(4)
-    affine[:3, 0] = row * col_mm
-    affine[:3, 1] = col * row_mm
-    affine[:3, 2] = np.cross(row, col) * series.slice_spacing_mm
-    affine[:3, 3] = first.position
-    affine[:2] *= -1  # LPS -> RAS
-    nib.save(nib.Nifti1Image(series.pixels.transpose(2, 1, 0), affine), path)
+    nib.save(nib.Nifti1Image(series.pixels.transpose(2, 1, 0), ras_affine(series)), path)
     return path
 
 

@@ -124,20 +124,10 @@ def extract_dicom(archive: Path, member: str) -> nib.Nifti1Image:
 def series_nifti(files: list[Path]) -> nib.Nifti1Image:
     """A DICOM series as the node's loader reads it (mosaics cut, the first volume of a time
     series), as NIfTI in RAS."""
-    from dicom_node.imaging.loading import load_folder, load_series
+    from dicom_node.imaging.loading import load_folder, load_series, ras_affine
 
     series = load_folder(files[0])[0][0] if files[0].is_dir() else load_series(files)
-    first, second = series.slices[0], series.slices[1]
-    if first.orientation is None or first.position is None or second.position is None:
-        raise SystemExit(f"{files[0]}: the series has no slice geometry")
-    rows, cols = series.slices[0].pixel_spacing or (1.0, 1.0)
-    affine = np.eye(4)  # voxel (column, row, slice) -> LPS
-    affine[:3, 0] = np.asarray(first.orientation[:3]) * cols
-    affine[:3, 1] = np.asarray(first.orientation[3:]) * rows
-    affine[:3, 2] = np.asarray(second.position) - np.asarray(first.position)
-    affine[:3, 3] = first.position
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS -> RAS
-    return nib.Nifti1Image(series.pixels.transpose(2, 1, 0).astype(np.float32), affine)
+    return nib.Nifti1Image(series.pixels.transpose(2, 1, 0).astype(np.float32), ras_affine(series))
 
 
 def extract(archive: Path, member: str) -> bytes:

@@ -5,7 +5,7 @@
     .venv/bin/python models/train_default.py final        # only the shipped weights
     .venv/bin/python models/train_default.py loo [HEAD..] # only leave-one-head-out (all heads by default)
     .venv/bin/python models/train_default.py pack heads.npz   # every case in one file, for --cases
-    .venv/bin/python models/train_default.py inference    # write INFERENCE and VERSION into the shipped weights
+    .venv/bin/python models/train_default.py inference    # write INFERENCE into the shipped 1.2.0 network as 1.3.0
     .venv/bin/python models/train_default.py score [HEAD..]   # the shipped weights on heads (default: never seen, EPI slabs)
 
 Heads (deepbet reference masks everywhere): from ../shared/data the Siemens and Philips DICOM
@@ -166,11 +166,10 @@ def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None =
     for name in names:
         how = {"axes": [SLAB_AXIS], "min_reference_fraction": SLAB_FRACTION} if name in slabs else {"axes": "all"}
         node, one_view = (evaluate_case(network, model, cases[name], thresholds=CALIBRATION, **how) for model in (info, info.arch))
-        plain = {k: v for k, v in node.items() if "@" not in k}
+        plain, one_plain = ({k: v for k, v in rows.items() if "@" not in k} for rows in (node, one_view))
         print(format_table(plain, overall(plain)), flush=True)
         summary["heads"][name] = {"series": plain, "overall": overall(plain), "thresholds": by_threshold(node),
-                                  "one_view": {"series": {k: v for k, v in one_view.items() if "@" not in k}, "thresholds": by_threshold(one_view)}}
-        summary["heads"][name]["one_view"]["overall"] = overall(summary["heads"][name]["one_view"]["series"])
+                                  "one_view": {"series": one_plain, "overall": overall(one_plain), "thresholds": by_threshold(one_view)}}
     for group, members in (("never_seen", NEVER_SEEN), ("epi_slabs", EPI_SLABS)):
         scored = [summary["heads"][n] for n in members if n in summary["heads"]]
         if scored:
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {save_cases(args.heads[0], read_cases())}")
         return 0
     if args.phase == "inference":
-        set_inference(INFERENCE, VERSION, {"inference": "three views fused on a 160-voxel grid, every 3rd grid slice, threshold 0.6 (1.2.0 network)"})
+        set_inference(INFERENCE, "1.3.0", {"inference": "three views fused on a 160-voxel grid, every 3rd grid slice, threshold 0.6 (1.2.0 network)"})
         return 0
     unknown = sorted(set(args.heads) - set(HEADS) - (set(NEVER_SEEN) | set(EPI_SLABS) if args.phase == "score" else set()))
     if unknown:

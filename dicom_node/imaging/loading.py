@@ -567,6 +567,24 @@ def volume_directions(series: MRSeries) -> tuple[tuple[float, float, float], ...
     return tuple(float(v) for v in normal), tuple(float(v) for v in col_dir), tuple(float(v) for v in row_dir)  # type: ignore[return-value]
 
 
+def ras_affine(series: MRSeries) -> np.ndarray:
+    """The NIfTI (RAS) affine of ``series.pixels.transpose(2, 1, 0)``: voxel (column, row, slice)
+    to millimetres, for tools that read NIfTI (deepbet). Raises ValueError without geometry."""
+    first = series.slices[0]
+    if first.orientation is None or first.position is None:
+        raise ValueError(f"{series.log_name} has no slice orientation or position.")
+    row_mm, col_mm = first.pixel_spacing or (1.0, 1.0)
+    row_dir, col_dir = np.asarray(first.orientation[:3], dtype=float), np.asarray(first.orientation[3:], dtype=float)
+    second = series.slices[1].position if series.n_slices > 1 else None
+    depth = series.slice_spacing_mm or first.slice_thickness or 1.0
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1] = row_dir * col_mm, col_dir * row_mm
+    affine[:3, 2] = np.asarray(second) - np.asarray(first.position) if second is not None else np.cross(row_dir, col_dir) * depth
+    affine[:3, 3] = first.position
+    affine[:2] *= -1  # LPS -> RAS
+    return affine
+
+
 def _slice_spacing(infos: Sequence[SliceInfo]) -> float | None:
     """Median distance between distinct slice positions along the normal, in mm."""
     keys = sorted({k for k in (position_key(i) for i in infos) if k is not None})

@@ -64,7 +64,7 @@ def evaluate_case(
         voxel_ml = float(np.prod(case.spacing)) / 1000.0
         name = f"{case.name}/{names[axis]}"
         areas = ref.reshape(len(ref), -1).sum(axis=1)
-        scored = areas >= min_reference_fraction * areas.max() if min_reference_fraction > 0 else np.ones(len(ref), dtype=bool)
+        scored = areas >= min_reference_fraction * areas.max()  # every slice at 0
         for threshold, key in ((info.inference.threshold_for(case.echo_planar), name), *((t, f"{name}@{t:g}") for t in thresholds)):
             pred = clean_mask(prob >= threshold, voxel_ml).mask
             results[key] = series_metrics(pred[scored], ref[scored], prob[scored])

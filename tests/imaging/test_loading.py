@@ -307,3 +307,15 @@ def test_mosaic_tile_count_falls_back_to_the_csa_header(heudiconv, tmp_path):
     reread = pydicom.dcmread(path)
     assert 0x0019100A not in reread and mosaic_tile_count(reread) == 35
     assert load_series([path]).pixels.shape == (35, 64, 64)
+
+
+@pytest.mark.parametrize("folder", ["sag-t1-siemens-skyra", "epi-ge-discovery"])
+def test_the_nifti_affine_puts_every_slice_at_its_image_position(shared_data, folder):
+    """``ras_affine`` (the NIfTI that deepbet reads) maps each slice's first pixel to its DICOM position."""
+    from dicom_node.imaging.loading import ras_affine
+
+    series, _ = load_folder(shared_data / "dicom" / folder)
+    affine = ras_affine(series[0])
+    for k, info in enumerate(series[0].slices):
+        corner = affine @ np.array([0.0, 0.0, k, 1.0])
+        assert np.allclose(corner[:3] * [-1, -1, 1], info.position, atol=0.01), (folder, k)
