@@ -92,14 +92,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     db = Database(settings.resolved_database_url)
     with db.session() as session:
-        rows = list_jobs(session, limit=args.limit, state=args.state)
+        rows = list_jobs(session, limit=args.limit, state=args.state, full_uids=args.uids)
     if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
+        keep = (lambda key: True) if args.uids else (lambda key: not key.endswith("_instance_uid"))
+        print(json.dumps([{k: v for k, v in asdict(r).items() if keep(k)} for r in rows], indent=2))
         return 0
     header = f"{'id':>5}  {'state':<9}  {'kind':<14}  {'ver':>3}  {'inst':>5}  {'model':<10}  series"
     print(header)
     for r in rows:
-        print(f"{r.id:>5}  {r.state:<9}  {r.kind:<14}  {r.version:>3}  {r.instances:>5}  {(r.model_version or '-'):<10}  {r.series_instance_uid or '(retrain: all expert masks)'}")
+        print(f"{r.id:>5}  {r.state:<9}  {r.kind:<14}  {r.version:>3}  {r.instances:>5}  {(r.model_version or '-'):<10}  {(r.series_instance_uid if args.uids else r.series) or '(retrain: all expert masks)'}")
         if r.state in ("skipped", "no-brain", "failed") and r.reason:
             print(f"{'':>7}{r.state}: {r.reason}")
     return 0
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true", help="machine-readable output")
     jobs.add_argument("--limit", type=int, default=100)
     jobs.add_argument("--state", choices=[s.value for s in JobState])
+    jobs.add_argument("--uids", action="store_true", help="show the full Series and Study UIDs, not their short hashes (they can carry dates and site identifiers)")
     jobs.set_defaults(func=cmd_jobs)
 
     flows = sub.add_parser("flows", help="Prefect deployments (distributed mode)")

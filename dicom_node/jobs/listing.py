@@ -60,10 +60,13 @@ def load_job_input(session: Session, job_id: int) -> JobInput:
 
 @dataclass(frozen=True)
 class JobRow:
-    """What ``dicom-node jobs`` shows: UIDs only, never patient data."""
+    """What ``dicom-node jobs`` shows: never patient data, and the UIDs as the short hashes the
+    node's logs and flow-run names use; the full UIDs only when asked (``full_uids``)."""
 
     id: int
-    series_instance_uid: str | None  # None for a retrain round
+    series: str | None  # series-<hash of the Series UID>; None for a retrain round
+    study: str | None  # study-<hash of the Study UID>
+    series_instance_uid: str | None
     study_instance_uid: str | None
     version: int
     kind: str
@@ -79,7 +82,8 @@ class JobRow:
     flow_run_id: str | None
 
 
-def list_jobs(session: Session, limit: int = 100, state: str | None = None) -> list[JobRow]:
+def list_jobs(session: Session, limit: int = 100, state: str | None = None, full_uids: bool = False) -> list[JobRow]:
+    """The newest ``limit`` jobs (in ``state``), each with the reason it ended as it did."""
     query = (
         select(Job, Series.series_instance_uid, Study.study_instance_uid)
         .outerjoin(Series, Job.series_id == Series.id)
@@ -98,8 +102,10 @@ def list_jobs(session: Session, limit: int = 100, state: str | None = None) -> l
     return [
         JobRow(
             id=job.id,
-            series_instance_uid=series_uid,
-            study_instance_uid=study_uid,
+            series=f"series-{short_hash(series_uid)}" if series_uid else None,
+            study=f"study-{short_hash(study_uid)}" if study_uid else None,
+            series_instance_uid=series_uid if full_uids else None,
+            study_instance_uid=study_uid if full_uids else None,
             version=job.version,
             kind=job.kind,
             state=job.state.value,

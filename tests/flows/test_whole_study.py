@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dicom_node.uids import short_hash
 from tests.conftest import Orthanc, free_port, wait_for_port, wait_until
 from tests.flows.helpers import orthanc_series_by_modality
 from tests.study import StudySeries, build_study
@@ -68,9 +69,9 @@ def test_a_whole_study_gets_one_result_per_head_series_and_nothing_else(node_fac
             jobs = node.jobs()
             return jobs if len(jobs) == len(study) and all(j["state"] in TERMINAL for j in jobs) else None
 
-        jobs = {j["series_instance_uid"]: j for j in wait_until(all_done, timeout=900, interval=2, what="every series' job ended")}
+        jobs = {j["series"]: j for j in wait_until(all_done, timeout=900, interval=2, what="every series' job ended")}
         for series in study:
-            job = jobs[series.series_instance_uid]
+            job = jobs[f"series-{short_hash(series.series_instance_uid)}"]
             assert job["state"] == STATE[series.expected], (series.name, job["state"], job["error"])
             assert job["version"] == 1 and job["attempts"] == 1, series.name
             if series.expected == "skipped":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
+import pydicom
 from sqlalchemy import create_engine, func, select
 
 from dicom_node.db.models import Instance
+from dicom_node.uids import short_hash
 from tests.conftest import SIEMENS, acknowledged_files, siemens_files, storescu, wait_until
 from tests.node.helpers import dataset_bytes, late_copies, stored_path
 
@@ -46,7 +49,16 @@ def test_push_series_stores_every_instance_and_makes_versioned_jobs(node_factory
 
     jobs = wait_until(lambda: (j := node.jobs()) and len(j) == 2 and j, timeout=30, what="a second job version")
     assert [(j["version"], j["instances"]) for j in jobs] == [(2, 195), (1, 192)]
-    assert jobs[0]["series_instance_uid"] == jobs[1]["series_instance_uid"]
+    series_uid = str(pydicom.dcmread(sources[0], stop_before_pixels=True).SeriesInstanceUID)
+    assert jobs[0]["series"] == jobs[1]["series"] == f"series-{short_hash(series_uid)}"
+    # The UIDs can carry dates and site identifiers: the listing names the series by the hash the logs
+    # use, and gives the full UIDs only when asked.
+    for listing in (node.cli("jobs", "--json"), node.cli("jobs")):
+        assert listing.returncode == 0 and series_uid not in listing.stdout, listing.stdout[:500]
+    assert f"series-{short_hash(series_uid)}" in node.cli("jobs").stdout
+    full = json.loads(node.cli("jobs", "--json", "--uids").stdout)
+    assert [j["series_instance_uid"] for j in full] == [series_uid, series_uid]
+    assert series_uid in node.cli("jobs", "--uids").stdout
     assert _instance_count(db_url) == 195
     assert node.stop() == 0
 
