@@ -7,6 +7,7 @@
     .venv/bin/python models/train_default.py pack heads.npz   # every case in one file, for --cases
     .venv/bin/python models/train_default.py inference    # write INFERENCE into the shipped 1.2.0 network as 1.3.0
     .venv/bin/python models/train_default.py score [HEAD..]   # the shipped weights on heads (default: never seen, EPI slabs)
+    .venv/bin/python models/train_default.py calibrate [--apply]  # thresholds from the folds' loo-HEAD.json
 
 Heads (deepbet reference masks everywhere): from ../shared/data the Siemens and Philips DICOM
 series with their deepbet SEGs and the MNI152 and ROBEX-atlas NIfTI heads; from PyPI packages
@@ -185,6 +186,72 @@ def by_threshold(scored: dict[str, dict[str, float]]) -> dict[str, dict[str, flo
     return {f"{t:g}": overall({k: v for k, v in scored.items() if k.endswith(f"@{t:g}")}) for t in CALIBRATION}
 
 
+TARGET = 0.95  # pooled precision and recall the calibrated thresholds must reach where they can
+
+
+def fold_counts(fold: dict, threshold: str) -> tuple[float, float, float]:
+    """(tp, fp, fn) of a held-out head at ``threshold``. A fold's JSON keeps the pooled rates per
+    threshold, not the counts; the reference size (tp + fn) is the same at every threshold."""
+    reference = sum(row["tp"] + row["fn"] for row in fold["series"].values())
+    rates = fold["thresholds"][threshold]
+    tp = rates["recall"] * reference
+    fp = tp / rates["precision"] - tp if rates["precision"] > 0 else 0.0
+    return tp, fp, reference - tp
+
+
+def pooled(folds: dict[str, dict], threshold_of: dict[str, str]) -> dict[str, float]:
+    """Leave-one-head-out summary with each held-out head cut at its own threshold: pooled Dice,
+    precision and recall over all their voxels, mean and lowest Dice per head, mean end-slice Dice."""
+    tp, fp, fn = (sum(c) for c in zip(*(fold_counts(folds[h], threshold_of[h]) for h in folds)))
+    per_head = [folds[h]["thresholds"][threshold_of[h]] for h in folds]
+    return {"dice": 2 * tp / (2 * tp + fp + fn), "precision": tp / (tp + fp), "recall": tp / (tp + fn),
+            "mean_dice": sum(r["dice"] for r in per_head) / len(per_head), "min_dice": min(r["dice"] for r in per_head),
+            "end_dice": sum(r["end_dice"] for r in per_head) / len(per_head), "heads": len(per_head)}
+
+
+def calibrate(folds: dict[str, dict]) -> tuple[str, dict[str, dict]]:
+    """The threshold with the best pooled Dice over ``folds`` among those whose pooled precision
+    and recall both reach ``TARGET`` (else the best pooled Dice), and every threshold's summary."""
+    common = sorted(set.intersection(*(set(f["thresholds"]) for f in folds.values())), key=float)
+    table = {t: pooled(folds, dict.fromkeys(folds, t)) for t in common}
+    meeting = [t for t, row in table.items() if min(row["precision"], row["recall"]) >= TARGET] or list(table)
+    return max(meeting, key=lambda t: table[t]["dice"]), table
+
+
+def run_calibrate(results_dir: Path, pack: Path | None, apply: bool) -> dict:
+    """Thresholds for T1 (every non-EPI head) and EPI, each calibrated on the held-out folds of its
+    contrast in ``results_dir``; the summary of the whole leave-one-head-out before (the 1.3.0
+    way: three views at 0.6) and after. ``apply`` writes them into the shipped weights."""
+    heads, *_ = load_heads(pack)
+    folds = {h: json.loads((results_dir / f"loo-{h}.json").read_text()) for h in heads if (results_dir / f"loo-{h}.json").is_file()}
+    groups = {"t1": {h: f for h, f in folds.items() if not heads[h].echo_planar}, "epi": {h: f for h, f in folds.items() if heads[h].echo_planar}}
+    chosen: dict[str, str] = {}
+    summary: dict = {"folds": sorted(folds), "groups": {}}
+    for group, members in groups.items():
+        if members:
+            chosen[group], table = calibrate(members)
+            summary["groups"][group] = {"heads": sorted(members), "threshold": chosen[group], "by_threshold": table}
+            print(f"{group} ({', '.join(sorted(members))}): threshold {chosen[group]}")
+            for t, row in table.items():
+                print(f"  {t}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "heads"))
+    at = {h: chosen["epi" if heads[h].echo_planar else "t1"] for h in folds}
+    # Honest too: each head cut at the threshold calibrated without it (on the other folds of its
+    # contrast, or on all other folds when it is the only one).
+    group_of = {h: groups["epi" if heads[h].echo_planar else "t1"] for h in folds}
+    blind = {h: calibrate({o: f for o, f in (group_of[h] if len(group_of[h]) > 1 else folds).items() if o != h})[0] if len(folds) > 1 else at[h] for h in folds}
+    summary["before"] = pooled(folds, dict.fromkeys(folds, f"{INFERENCE.threshold:g}"))
+    summary["after"] = pooled(folds, at)
+    summary["after_blind"] = pooled(folds, blind)
+    summary["per_head"] = {h: {"threshold": at[h], "blind_threshold": blind[h], **folds[h]["thresholds"][at[h]]} for h in sorted(folds)}
+    for name in ("before", "after", "after_blind"):
+        print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in summary[name].items()))
+    (results_dir / "calibration.json").write_text(json.dumps(summary, indent=1))
+    if apply:
+        spec = replace(INFERENCE, threshold=float(chosen["t1"]), epi_threshold=float(chosen["epi"]) if "epi" in chosen else None)
+        set_inference(spec, VERSION, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g} (EPI {spec.epi_threshold})"})
+    return summary
+
+
 def set_inference(inference: InferenceSpec, version: str, card: dict[str, str]) -> None:
     """Give the shipped network a new way to run (views, threshold) under a new version; its
     weights stay as trained (1.3.0 is the 1.2.0 network run in three views at 0.6)."""
@@ -195,7 +262,7 @@ def set_inference(inference: InferenceSpec, version: str, card: dict[str, str]) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["all", "loo", "final", "pack", "inference", "score"])
+    parser.add_argument("phase", choices=["all", "loo", "final", "pack", "inference", "score", "calibrate"])
     parser.add_argument("heads", nargs="*", help="heads to leave out (loo; default all), or the file to write (pack)")
     parser.add_argument("--cases", type=Path, help="read the cases from this file (written by pack), not the data folders")
     parser.add_argument("--seed", type=int, default=0, help="training seed (sampling, augmentation, initialisation)")
@@ -204,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget per training run (LR schedule follows it)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
+    parser.add_argument("--apply", action="store_true", help="calibrate: write the thresholds into the shipped weights")
     parser.add_argument("--weights", type=Path, default=WEIGHTS, help="the weights that score scores (default: the shipped ones; a fold's loo-HEAD.pt)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -215,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.phase == "inference":
         set_inference(INFERENCE, "1.3.0", {"inference": "three views fused on a 160-voxel grid, every 3rd grid slice, threshold 0.6 (1.2.0 network)"})
+        return 0
+    if args.phase == "calibrate":
+        run_calibrate(args.results, args.cases, args.apply)
         return 0
     unknown = sorted(set(args.heads) - set(HEADS) - (set(NEVER_SEEN) | set(EPI_SLABS) if args.phase == "score" else set()))
     if unknown:

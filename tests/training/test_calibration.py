@@ -1,0 +1,51 @@
+"""Threshold calibration on the leave-one-head-out folds (``models/train_default.py calibrate``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from dicom_node.training.metrics import Counts, overall, scores
+from tests.conftest import REPO
+
+spec = importlib.util.spec_from_file_location("train_default", REPO / "models" / "train_default.py")
+assert spec and spec.loader
+train_default = importlib.util.module_from_spec(spec)
+sys.modules["train_default"] = train_default
+spec.loader.exec_module(train_default)
+
+
+def _row(tp: int, fp: int, fn: int, tn: int = 10_000) -> dict[str, float]:
+    return {**scores(Counts(tp, fp, fn, tn)), "tp": tp, "fp": fp, "fn": fn, "tn": tn, "ap": 0.9, "end_dice": 0.5}
+
+
+def _fold(by_threshold: dict[float, list[tuple[int, int, int]]], shipped: float = 0.6) -> dict:
+    """A fold's JSON as run_loo writes it: per-series rows at the shipped threshold, pooled rates per threshold."""
+    rows = {t: {f"head/{i}": _row(*c) for i, c in enumerate(counts)} for t, counts in by_threshold.items()}
+    return {"series": rows[shipped], "thresholds": {f"{t:g}": overall(r) for t, r in rows.items()}}
+
+
+def test_pooled_counts_match_the_series_counts_of_every_fold() -> None:
+    # Two heads of different sizes: a fold keeps rates, not counts, so the pooling must weigh them by size.
+    a = {0.5: [(900, 30, 100), (880, 40, 120)], 0.6: [(850, 10, 150), (840, 20, 160)]}
+    b = {0.5: [(9000, 900, 100)], 0.6: [(8500, 400, 600)]}
+    folds = {"a": _fold(a), "b": _fold(b)}
+    got = train_default.pooled(folds, {"a": "0.5", "b": "0.6"})
+    truth = overall({"a0": _row(*a[0.5][0]), "a1": _row(*a[0.5][1]), "b0": _row(*b[0.6][0])})
+    assert got["dice"] == pytest.approx(truth["dice"], abs=1e-9)
+    assert got["precision"] == pytest.approx(truth["precision"], abs=1e-9)
+    assert got["recall"] == pytest.approx(truth["recall"], abs=1e-9)
+    assert got["min_dice"] == pytest.approx(min(folds["a"]["thresholds"]["0.5"]["dice"], folds["b"]["thresholds"]["0.6"]["dice"]))
+
+
+def test_calibration_takes_the_best_dice_that_meets_precision_and_recall() -> None:
+    # At 0.4 the Dice is highest but precision is 0.93; 0.5 meets both targets with a lower Dice.
+    fold = _fold({0.4: [(990, 75, 10)], 0.5: [(955, 40, 45)], 0.6: [(900, 5, 100)]})
+    threshold, table = train_default.calibrate({"head": fold})
+    assert table["0.4"]["dice"] > table["0.5"]["dice"] and table["0.4"]["precision"] < 0.95
+    assert threshold == "0.5"
+    # None meets both: the best Dice.
+    fold = _fold({0.4: [(985, 80, 15)], 0.5: [(930, 70, 70)], 0.6: [(800, 5, 200)]})
+    assert train_default.calibrate({"head": fold})[0] == "0.4"
