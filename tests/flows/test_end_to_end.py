@@ -42,9 +42,10 @@ def test_embedded_scanner_to_pacs(node_factory, orthanc, db_url: str, trained_we
     api = f"http://127.0.0.1:{prefect_port}/api"
     run = wait_until(lambda: (r := flow_run(api, job["flow_run_id"]))["state_type"] not in ("RUNNING", "PENDING", "SCHEDULED") and r, timeout=120, what="flow run finished")
     assert run["state_type"] == "COMPLETED"
-    series_uid = job["series_instance_uid"]
-    assert run["name"] == f"series-{short_hash(series_uid)}-v1" and series_uid not in run["name"]
-    assert f"series-{short_hash(series_uid)}" in run["tags"]
+    series_uid = str(dcmread(siemens_files()[0], stop_before_pixels=True).SeriesInstanceUID)
+    assert job["series"] == f"series-{short_hash(series_uid)}"  # `dicom-node jobs` names it as the run does
+    assert run["name"] == f"{job['series']}-v1" and series_uid not in run["name"]
+    assert job["series"] in run["tags"]
     kinds = {a["type"] for a in artifacts_of(api, job["flow_run_id"])}
     assert {"table", "markdown"} <= kinds
 
@@ -63,7 +64,7 @@ def test_embedded_scanner_to_pacs(node_factory, orthanc, db_url: str, trained_we
 
 
 def job_label(job: dict) -> str:
-    return f"series-{short_hash(job['series_instance_uid'])}-v{job['version']}"
+    return f"{job['series']}-v{job['version']}"
 
 
 @pytest.mark.timeout(1500)

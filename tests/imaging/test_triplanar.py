@@ -80,15 +80,28 @@ def test_grid_fusion_agrees_with_full_resolution_fusion(shipped_segmenter: Segme
 
 
 def test_three_views_beat_one_on_a_whole_head(shipped_segmenter: Segmenter, load_named, siemens_reference_mask) -> None:  # type: ignore[no-untyped-def]
-    """On the Siemens child (a training head of the network: this checks the path, not generalisation)."""
+    """On the Siemens child as acquired (sagittal) and restacked as axial slices, at the same
+    threshold. It is a training head of the network: this checks the path, not generalisation. In
+    its native sagittal view one view is about as good (1.4.0: 0.966 one view, 0.965 fused); the
+    gain is in the other orientations, where one view marks skull and neck as brain."""
     series = load_named("sag-t1-siemens-skyra")
-    assert shipped_segmenter.info.inference.views == 3
-    fused = shipped_segmenter.segment(series)
-    one_view = Segmenter(shipped_segmenter.network, replace(shipped_segmenter.info, inference=InferenceSpec()), "cpu")
-    single = one_view.segment(series)
-    assert dice(fused.mask, siemens_reference_mask) > 0.96
-    assert dice(fused.mask, siemens_reference_mask) > dice(single.mask, siemens_reference_mask)
-    assert fused.mean_probability is not None and fused.mean_probability > 0.9
+    spec = shipped_segmenter.info.inference
+    assert spec.views == 3
+    spacing = (series.slice_spacing_mm, *series.slices[0].pixel_spacing)
+    directions = volume_directions(series)
+    assert directions is not None
+    one_view = Segmenter(shipped_segmenter.network, replace(shipped_segmenter.info, inference=replace(spec, views=1)), "cpu")
+    axial = np.ascontiguousarray(series.pixels.transpose(1, 2, 0))
+    acquisitions = [(series.pixels, spacing[1:], spacing[0], directions, siemens_reference_mask),
+                    (axial, (spacing[2], spacing[0]), spacing[1], tuple(directions[a] for a in (1, 2, 0)), siemens_reference_mask.transpose(1, 2, 0))]
+    scores = {}
+    for name, segmenter in (("fused", shipped_segmenter), ("one view", one_view)):
+        masks = [segmenter.predict_probabilities(*acquired[:4]) >= spec.threshold for acquired in acquisitions]
+        scores[name] = [dice(mask, acquired[4]) for mask, acquired in zip(masks, acquisitions)]
+    assert min(scores["fused"]) > 0.95, scores
+    assert scores["fused"][1] > scores["one view"][1] + 0.01, scores  # the axial restack
+    assert sum(scores["fused"]) > sum(scores["one view"]), scores
+    assert shipped_segmenter.segment(series).mean_probability > 0.9
 
 
 def test_a_partial_epi_slab_takes_one_view(shipped_segmenter: Segmenter, load_named) -> None:  # type: ignore[no-untyped-def]

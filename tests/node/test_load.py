@@ -58,7 +58,7 @@ def test_eight_associations_2400_instances(node_factory, tmp_path: Path) -> None
     def every_series_complete() -> dict[str, dict] | None:
         latest: dict[str, dict] = {}
         for job in node.jobs():
-            uid = job["series_instance_uid"]
+            uid = job["series"]
             if job["version"] > latest.get(uid, {"version": 0})["version"]:
                 latest[uid] = job
         done = len(latest) == series_count and all(j["instances"] == per_series for j in latest.values())
