@@ -224,7 +224,8 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: bool) -> dict:
     way: three views at 0.6) and after. ``apply`` writes them into the shipped weights."""
     heads, *_ = load_heads(pack)
     folds = {h: json.loads((results_dir / f"loo-{h}.json").read_text()) for h in heads if (results_dir / f"loo-{h}.json").is_file()}
-    groups = {"t1": {h: f for h, f in folds.items() if not heads[h].echo_planar}, "epi": {h: f for h, f in folds.items() if heads[h].echo_planar}}
+    contrast = {h: "epi" if heads[h].echo_planar else "t1" for h in folds}
+    groups = {g: {h: f for h, f in folds.items() if contrast[h] == g} for g in ("t1", "epi")}
     chosen: dict[str, str] = {}
     summary: dict = {"folds": sorted(folds), "groups": {}}
     for group, members in groups.items():
@@ -234,11 +235,16 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: bool) -> dict:
             print(f"{group} ({', '.join(sorted(members))}): threshold {chosen[group]}")
             for t, row in table.items():
                 print(f"  {t}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "heads"))
-    at = {h: chosen["epi" if heads[h].echo_planar else "t1"] for h in folds}
-    # Honest too: each head cut at the threshold calibrated without it (on the other folds of its
-    # contrast, or on all other folds when it is the only one).
-    group_of = {h: groups["epi" if heads[h].echo_planar else "t1"] for h in folds}
-    blind = {h: calibrate({o: f for o, f in (group_of[h] if len(group_of[h]) > 1 else folds).items() if o != h})[0] if len(folds) > 1 else at[h] for h in folds}
+    at = {h: chosen[contrast[h]] for h in folds}
+
+    def chosen_without(head: str) -> str:
+        """Honest too: the threshold calibrated without ``head``, on the other folds of its
+        contrast, or on all other folds when it is the only one."""
+        pool = groups[contrast[head]] if len(groups[contrast[head]]) > 1 else folds
+        others = {o: f for o, f in pool.items() if o != head}
+        return calibrate(others)[0] if others else at[head]
+
+    blind = {h: chosen_without(h) for h in folds}
     summary["before"] = pooled(folds, dict.fromkeys(folds, f"{INFERENCE.threshold:g}"))
     summary["after"] = pooled(folds, at)
     summary["after_blind"] = pooled(folds, blind)

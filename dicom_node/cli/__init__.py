@@ -92,10 +92,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     db = Database(settings.resolved_database_url)
     with db.session() as session:
-        rows = list_jobs(session, limit=args.limit, state=args.state, full_uids=args.uids)
+        rows = list_jobs(session, limit=args.limit, state=args.state)
     if args.json:
-        keep = (lambda key: True) if args.uids else (lambda key: not key.endswith("_instance_uid"))
-        print(json.dumps([{k: v for k, v in asdict(r).items() if keep(k)} for r in rows], indent=2))
+        hidden = () if args.uids else ("series_instance_uid", "study_instance_uid")  # they can carry dates and site identifiers
+        print(json.dumps([{k: v for k, v in asdict(r).items() if k not in hidden} for r in rows], indent=2))
         return 0
     header = f"{'id':>5}  {'state':<9}  {'kind':<14}  {'ver':>3}  {'inst':>5}  {'model':<10}  series"
     print(header)

@@ -60,8 +60,8 @@ def load_job_input(session: Session, job_id: int) -> JobInput:
 
 @dataclass(frozen=True)
 class JobRow:
-    """What ``dicom-node jobs`` shows: never patient data, and the UIDs as the short hashes the
-    node's logs and flow-run names use; the full UIDs only when asked (``full_uids``)."""
+    """What ``dicom-node jobs`` shows: never patient data. ``series`` and ``study`` are the short
+    hashes the node's logs and flow-run names use; the CLI shows the full UIDs only when asked."""
 
     id: int
     series: str | None  # series-<hash of the Series UID>; None for a retrain round
@@ -82,7 +82,7 @@ class JobRow:
     flow_run_id: str | None
 
 
-def list_jobs(session: Session, limit: int = 100, state: str | None = None, full_uids: bool = False) -> list[JobRow]:
+def list_jobs(session: Session, limit: int = 100, state: str | None = None) -> list[JobRow]:
     """The newest ``limit`` jobs (in ``state``), each with the reason it ended as it did."""
     query = (
         select(Job, Series.series_instance_uid, Study.study_instance_uid)
@@ -104,8 +104,8 @@ def list_jobs(session: Session, limit: int = 100, state: str | None = None, full
             id=job.id,
             series=f"series-{short_hash(series_uid)}" if series_uid else None,
             study=f"study-{short_hash(study_uid)}" if study_uid else None,
-            series_instance_uid=series_uid if full_uids else None,
-            study_instance_uid=study_uid if full_uids else None,
+            series_instance_uid=series_uid,
+            study_instance_uid=study_uid,
             version=job.version,
             kind=job.kind,
             state=job.state.value,
