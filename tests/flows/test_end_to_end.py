@@ -103,13 +103,14 @@ def test_distributed_node_and_separate_worker(node_factory, orthanc, trained_wei
         assert storescu(node.port, SIEMENS).returncode == 0
 
         # The node stops and restarts while the worker runs the job: the worker's run holds the
-        # lease, so the restart neither requeues nor resubmits it.
-        def worker_running() -> bool:
+        # lease, so the restart neither requeues nor resubmits it. Prefect marks the run RUNNING
+        # before the flow's code takes the lease; a restart in between rightly requeues the job
+        # (the run then finds its attempt gone and does nothing), so wait for the lease itself.
+        def worker_holds_lease() -> bool:
             jobs = node.jobs()
-            run_id = jobs and jobs[0]["flow_run_id"]
-            return bool(run_id) and flow_run(server.api_url, run_id)["state_type"] == "RUNNING"
+            return bool(jobs) and jobs[0]["state"] == "running" and (jobs[0]["reason"] or "").startswith("lease taken by flow-run:")
 
-        wait_until(worker_running, timeout=300, interval=0.2, what="the flow run running on the worker")
+        wait_until(worker_holds_lease, timeout=300, interval=0.2, what="the flow run on the worker holding the job's lease")
         assert node.stop() == 0
         node = node_factory({**env, "DICOM_NODE_PORT": str(node.port)}, data_dir=shared).start()
         job = wait_until(lambda: (j := node.jobs()) and j[0]["state"] in ("succeeded", "failed") and j[0], timeout=400, what="job finished on the worker")

@@ -10,7 +10,7 @@ from sqlalchemy import inspect, select
 from dicom_node.db.migrate import current_revision
 from dicom_node.db.models import Instance, Job, JobEvent, JobState, utcnow
 from dicom_node.db.session import Database
-from dicom_node.jobs.queue import claim_next, fail_or_retry, requeue_interrupted
+from dicom_node.jobs.queue import claim_next, fail_or_retry, requeue_interrupted, take_lease
 from dicom_node.jobs.tracker import close_complete_series
 from dicom_node.receive.ingest import Header, insert_instance, series_id_for
 
@@ -83,6 +83,28 @@ def test_a_job_that_keeps_killing_the_node_fails_at_the_attempt_limit(migrated_d
         assert (row.state, row.attempts) == (JobState.FAILED, 3)
         assert "interrupted 3 times" in row.error
         assert claim_next(session, "node:4") is None
+
+
+def test_a_restart_before_the_worker_takes_the_lease_runs_the_job_once(migrated_db: Database) -> None:
+    """A node submits attempt 1 to a worker and restarts before that run starts: the restart
+    requeues the job, and the late run of attempt 1 finds it gone and must not run it."""
+    db = migrated_db
+    _add(db, "8.1", series="1.2.12.1")
+    with db.session() as session:
+        (job,) = close_complete_series(session, quiet_s=10)
+        assert claim_next(session, "node:a") is not None
+    with db.session() as session:  # the restart: the lease is still the node's
+        assert requeue_interrupted(session, 3, "node:") == 1
+    with db.session() as session:
+        assert take_lease(session, job.id, 1, "flow-run:late") is False
+        assert claim_next(session, "node:b") is not None
+    with db.session() as session:
+        assert take_lease(session, job.id, 1, "flow-run:late") is False  # attempt 2 is running now
+        assert take_lease(session, job.id, 2, "flow-run:second") is True
+    with db.session() as session:  # and once a worker's run holds it, a restart leaves it alone
+        assert requeue_interrupted(session, 3, "node:") == 0
+        row = session.get(Job, job.id)
+        assert (row.state, row.attempts, row.lease_owner) == (JobState.RUNNING, 2, "flow-run:second")
 
 
 def test_a_permanent_failure_ends_the_job_at_once_and_uids_stay_out_of_errors(migrated_db: Database) -> None:
