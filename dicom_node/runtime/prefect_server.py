@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +48,27 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def api_call(api_url: str, path: str, body: dict | None = None, retries: int = 5, timeout: float = 30) -> object:
+    """GET ``path`` of a Prefect API, or POST ``body`` to it, and return the JSON answer.
+
+    Prefect answers 503 for errors a client may retry (its SQLite database busy, typically while
+    the server's own services start); its client retries those, and so does this.
+    """
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{api_url}{path}", data=data, headers={"Content-Type": "application/json"})
+    attempt = 0
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as rsp:
+                payload = rsp.read()
+            return json.loads(payload) if payload else None
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt >= retries:
+                raise
+        time.sleep(0.5 * 2**attempt)
+        attempt += 1
 
 
 class EmbeddedPrefectServer:
@@ -127,14 +149,6 @@ class EmbeddedPrefectServer:
                 raise PrefectServerError(f"the Prefect server did not answer on port {self.port} within {timeout:.0f}s")
             time.sleep(0.5)
 
-    def _post(self, path: str, body: dict) -> object:
-        request = urllib.request.Request(
-            f"{self.api_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=30) as rsp:
-            payload = rsp.read()
-        return json.loads(payload) if payload else None
-
     def mark_interrupted_runs(self) -> int:
         """Mark Crashed every flow run this server still has as Pending/Running/Cancelling.
 
@@ -148,11 +162,11 @@ class EmbeddedPrefectServer:
         }
         count = 0
         while True:
-            runs = self._post("/flow_runs/filter", unfinished)
+            runs = api_call(self.api_url, "/flow_runs/filter", unfinished)
             if not isinstance(runs, list) or not runs:
                 return count
             for run in runs:
-                self._post(f"/flow_runs/{run['id']}/set_state", crashed)
+                api_call(self.api_url, f"/flow_runs/{run['id']}/set_state", crashed)
                 count += 1
 
     def _watch(self, every_s: float, timeout: float) -> None:

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import cast
 
+from dicom_node.runtime.prefect_server import api_call
 from tests.conftest import Orthanc
 
 
 def prefect_post(api_url: str, path: str, body: dict) -> list[dict]:
-    request = urllib.request.Request(f"{api_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=20) as rsp:
-        return json.loads(rsp.read())
+    return cast(list, api_call(api_url, path, body))
 
 
 def flow_run(api_url: str, flow_run_id: str) -> dict:
-    with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=20) as rsp:
-        return json.loads(rsp.read())
+    return cast(dict, api_call(api_url, f"/flow_runs/{flow_run_id}"))
 
 
 def artifacts_of(api_url: str, flow_run_id: str) -> list[dict]:
@@ -40,9 +37,8 @@ def orthanc_series_by_modality(pacs: Orthanc) -> dict[str, list[dict]]:
 
 def prefect_get(api_url: str, path: str) -> dict | None:
     try:
-        with urllib.request.urlopen(f"{api_url}{path}", timeout=20) as rsp:
-            return json.loads(rsp.read())
-    except urllib.error.HTTPError:
+        return cast(dict, api_call(api_url, path))
+    except urllib.error.HTTPError:  # 404 until it exists
         return None
 
 

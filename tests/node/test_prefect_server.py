@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import http.server
 import os
 import signal
 import socket
-import urllib.request
+import threading
+import urllib.error
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from dicom_node.runtime.prefect_server import EmbeddedPrefectServer, PrefectServerError
+from dicom_node.runtime.prefect_server import EmbeddedPrefectServer, PrefectServerError, api_call
 from tests.conftest import free_port, wait_until
 
 
@@ -39,15 +41,11 @@ def test_a_killed_server_is_restarted(tmp_path: Path) -> None:
 
 
 def _post(server: EmbeddedPrefectServer, path: str, body: dict) -> dict:
-    request = urllib.request.Request(f"{server.api_url}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as rsp:
-        return json.loads(rsp.read())
+    return cast(dict, api_call(server.api_url, path, body))
 
 
 def _get(server: EmbeddedPrefectServer, path: str) -> dict:
-    with urllib.request.urlopen(f"{server.api_url}{path}", timeout=30) as rsp:
-        return json.loads(rsp.read())
+    return cast(dict, api_call(server.api_url, path))
 
 
 def test_a_run_left_running_by_a_killed_node_is_marked_crashed_at_the_next_start(tmp_path: Path) -> None:
@@ -70,3 +68,34 @@ def test_a_run_left_running_by_a_killed_node_is_marked_crashed_at_the_next_start
         assert _get(second, f"/flow_runs/{done['id']}")["state"]["type"] == "COMPLETED"
     finally:
         second.stop()
+
+
+def test_api_calls_retry_prefects_retryable_503_and_nothing_else() -> None:
+    """Prefect answers 503 while its SQLite database is busy (as at start-up): retried, as its own
+    client does; any other error reaches the caller at once."""
+    answers = [503, 503, 200]
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            code = answers.pop(0) if answers else 404
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(b'[{"id": "run"}]' if code == 200 else b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api"
+    try:
+        assert api_call(url, "/flow_runs/filter", {"limit": 1}) == [{"id": "run"}]
+        assert seen == ['{"limit": 1}'] * 3
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            api_call(url, "/flow_runs/filter", {"limit": 1})
+        assert raised.value.code == 404 and len(seen) == 4
+    finally:
+        server.shutdown()
+        server.server_close()
