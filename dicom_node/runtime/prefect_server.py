@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def api_call(api_url: str, path: str, body: dict | None = None, retries: int = 5, timeout: float = 30) -> object:
+def api_call(api_url: str, path: str, body: dict | None = None, retries: int = 5, timeout: float = 30) -> Any:
     """GET ``path`` of a Prefect API, or POST ``body`` to it, and return the JSON answer.
 
     Prefect answers 503 for errors a client may retry (its SQLite database busy, typically while

@@ -6,18 +6,17 @@ import shutil
 import subprocess
 import urllib.error
 from pathlib import Path
-from typing import cast
 
 from dicom_node.runtime.prefect_server import api_call
 from tests.conftest import Orthanc
 
 
 def prefect_post(api_url: str, path: str, body: dict) -> list[dict]:
-    return cast(list, api_call(api_url, path, body))
+    return api_call(api_url, path, body)
 
 
 def flow_run(api_url: str, flow_run_id: str) -> dict:
-    return cast(dict, api_call(api_url, f"/flow_runs/{flow_run_id}"))
+    return api_call(api_url, f"/flow_runs/{flow_run_id}")
 
 
 def artifacts_of(api_url: str, flow_run_id: str) -> list[dict]:
@@ -37,7 +36,7 @@ def orthanc_series_by_modality(pacs: Orthanc) -> dict[str, list[dict]]:
 
 def prefect_get(api_url: str, path: str) -> dict | None:
     try:
-        return cast(dict, api_call(api_url, path))
+        return api_call(api_url, path)
     except urllib.error.HTTPError:  # 404 until it exists
         return None
 

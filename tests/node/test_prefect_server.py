@@ -9,7 +9,6 @@ import socket
 import threading
 import urllib.error
 from pathlib import Path
-from typing import cast
 
 import pytest
 
@@ -40,22 +39,14 @@ def test_a_killed_server_is_restarted(tmp_path: Path) -> None:
         server.stop()
 
 
-def _post(server: EmbeddedPrefectServer, path: str, body: dict) -> dict:
-    return cast(dict, api_call(server.api_url, path, body))
-
-
-def _get(server: EmbeddedPrefectServer, path: str) -> dict:
-    return cast(dict, api_call(server.api_url, path))
-
-
 def test_a_run_left_running_by_a_killed_node_is_marked_crashed_at_the_next_start(tmp_path: Path) -> None:
     home, port = tmp_path / "prefect", free_port()
     first = EmbeddedPrefectServer(home, port)
     first.start(timeout=180, watch_s=3600)  # no restart: this server stays dead
     try:
-        flow = _post(first, "/flows/", {"name": "process-series"})
-        run = _post(first, "/flow_runs/", {"flow_id": flow["id"], "name": "series-abc", "state": {"type": "RUNNING", "name": "Running"}})
-        done = _post(first, "/flow_runs/", {"flow_id": flow["id"], "name": "series-def", "state": {"type": "COMPLETED", "name": "Completed"}})
+        flow = api_call(first.api_url, "/flows/", {"name": "process-series"})
+        run = api_call(first.api_url, "/flow_runs/", {"flow_id": flow["id"], "name": "series-abc", "state": {"type": "RUNNING", "name": "Running"}})
+        done = api_call(first.api_url, "/flow_runs/", {"flow_id": flow["id"], "name": "series-def", "state": {"type": "COMPLETED", "name": "Completed"}})
     finally:
         assert first.proc is not None
         os.killpg(first.proc.pid, signal.SIGKILL)  # the node (and with it its server) killed mid-flow
@@ -64,8 +55,8 @@ def test_a_run_left_running_by_a_killed_node_is_marked_crashed_at_the_next_start
     second = EmbeddedPrefectServer(home, port)
     second.start(timeout=180)
     try:
-        assert _get(second, f"/flow_runs/{run['id']}")["state"]["type"] == "CRASHED"
-        assert _get(second, f"/flow_runs/{done['id']}")["state"]["type"] == "COMPLETED"
+        assert api_call(second.api_url, f"/flow_runs/{run['id']}")["state"]["type"] == "CRASHED"
+        assert api_call(second.api_url, f"/flow_runs/{done['id']}")["state"]["type"] == "COMPLETED"
     finally:
         second.stop()
 
