@@ -50,6 +50,9 @@ RESULTS = REPO / "models" / "training-results"
 WEIGHTS = REPO / "dicom_node" / "models" / "weights" / "brain-deeplabv3plus.pt"
 PYPI_HEADS = REPO / "models" / "pypi-heads"  # written by models/fetch_heads.py
 NAME, VERSION = "dicom-node-brain", "1.4.0"
+# What `calibrate --apply` ships: the recipe's network with its thresholds calibrated on the folds.
+# 1.4.1: calibrated on all nine folds (T1 0.6, EPI 0.4); 1.4.0 was calibrated on three (T1 0.5).
+CALIBRATED_VERSION = "1.4.1"
 HEADS = {
     "siemens": [DATA / "dicom" / "sag-t1-siemens-skyra", DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"],
     "philips": [DATA / "dicom" / "sag-t1-philips-ingenia", DATA / "reference" / "sag-t1-philips-ingenia.brain-deepbet.seg.dcm"],
@@ -254,7 +257,7 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: bool) -> dict:
     (results_dir / "calibration.json").write_text(json.dumps(summary, indent=1))
     if apply:
         spec = replace(INFERENCE, threshold=float(chosen["t1"]), epi_threshold=float(chosen["epi"]) if "epi" in chosen else None)
-        set_inference(spec, VERSION, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g} (EPI {spec.epi_threshold})"})
+        set_inference(spec, CALIBRATED_VERSION, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g} (EPI {spec.epi_threshold})"})
     return summary
 
 
