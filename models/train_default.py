@@ -182,10 +182,11 @@ def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None =
         print(format_table(plain, overall(plain)), flush=True)
         summary["heads"][name] = {"series": plain, "overall": overall(plain), "thresholds": by_threshold(node),
                                   "one_view": {"series": one_plain, "overall": overall(one_plain), "thresholds": by_threshold(one_view)}}
-    groups = (("never_seen", NEVER_SEEN), ("never_seen_with_more", {**NEVER_SEEN, **MORE_NEVER_SEEN}), ("epi_slabs", EPI_SLABS))
-    for group, members in groups:
+    more = [n for n in MORE_NEVER_SEEN if n in summary["heads"]]
+    groups = {"never_seen": list(NEVER_SEEN), **({"never_seen_with_more": [*NEVER_SEEN, *more]} if more else {}), "epi_slabs": list(EPI_SLABS)}
+    for group, members in groups.items():
         scored = [summary["heads"][n] for n in members if n in summary["heads"]]
-        if scored and (group != "never_seen_with_more" or any(n in summary["heads"] for n in MORE_NEVER_SEEN)):
+        if scored:
             summary[group] = {"overall": overall({k: v for h in scored for k, v in h["series"].items()}),
                               "one_view_overall": overall({k: v for h in scored for k, v in h["one_view"]["series"].items()})}
             print(f"{group}:\n" + format_table({}, summary[group]["overall"]), "\none view at 0.5:\n" + format_table({}, summary[group]["one_view_overall"]), flush=True)

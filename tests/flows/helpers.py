@@ -11,16 +11,12 @@ from dicom_node.runtime.prefect_server import api_call
 from tests.conftest import Orthanc
 
 
-def prefect_post(api_url: str, path: str, body: dict) -> list[dict]:
-    return api_call(api_url, path, body)
-
-
 def flow_run(api_url: str, flow_run_id: str) -> dict:
     return api_call(api_url, f"/flow_runs/{flow_run_id}")
 
 
 def artifacts_of(api_url: str, flow_run_id: str) -> list[dict]:
-    return prefect_post(api_url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    return api_call(api_url, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
 
 
 def orthanc_series_by_modality(pacs: Orthanc) -> dict[str, list[dict]]:

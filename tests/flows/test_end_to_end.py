@@ -73,9 +73,9 @@ def test_distributed_node_and_separate_worker(node_factory, orthanc, trained_wei
     import os
     import subprocess
 
-    from dicom_node.runtime.prefect_server import EmbeddedPrefectServer
+    from dicom_node.runtime.prefect_server import EmbeddedPrefectServer, api_call
     from tests.conftest import VENV_BIN, _postgres_database
-    from tests.flows.helpers import prefect_get, prefect_post
+    from tests.flows.helpers import prefect_get
 
     databases = _postgres_database()
     db_url = next(databases)
@@ -116,7 +116,7 @@ def test_distributed_node_and_separate_worker(node_factory, orthanc, trained_wei
         job = wait_until(lambda: (j := node.jobs()) and j[0]["state"] in ("succeeded", "failed") and j[0], timeout=400, what="job finished on the worker")
         assert job["state"] == "succeeded", job["error"]
         assert job["attempts"] == 1 and len(node.jobs()) == 1
-        runs = prefect_post(server.api_url, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [job_label(job)]}}})
+        runs = api_call(server.api_url, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [job_label(job)]}}})
         assert [r["state_type"] for r in runs] == ["COMPLETED"]  # one run of the job, finished once
         run = wait_until(lambda: (r := flow_run(server.api_url, job["flow_run_id"]))["state_type"] not in ("RUNNING", "PENDING", "SCHEDULED") and r, timeout=120, what="flow run finished")
         assert run["state_type"] == "COMPLETED" and run["deployment_id"]
