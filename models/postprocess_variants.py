@@ -1,12 +1,18 @@
 """Score decision thresholds and post-processing variants of one weights file on whole heads.
 
     .venv/bin/python models/postprocess_variants.py WEIGHTS HEAD... [--out FILE.json]
+    .venv/bin/python models/postprocess_variants.py WEIGHTS HEAD --node --out variants-HEAD.json
 
 HEAD is a name of ``models/train_default.py`` (training and never-seen heads). For every head the
 network's brain probabilities are computed once per orientation (as the node computes them, in
 each view's own slices) and mapped back to the volume; every variant then thresholds and cleans
 them in each view and is scored against deepbet's mask: Dice, precision, recall, and the mean
 Dice of the slices in the first and last 10 % of the brain's extent (``end_dice``).
+
+``--node`` starts instead from the node's own probabilities (the weights' inference: three views
+fused on its grid, as ``evaluate_case`` scores a fold) and scores 3D post-processing on top of
+them (``NODE_VARIANTS``: a lower threshold at the ends of the brain, smoothing the probabilities),
+in a fold's JSON shape, so that ``train_default.py calibrate`` weighs them beside the thresholds.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -29,8 +37,8 @@ from dicom_node.imaging.network import load_weights  # noqa: E402
 from dicom_node.imaging.normalize import intensity_window, normalize  # noqa: E402
 from dicom_node.imaging.postprocess import clean_mask, erode_connect  # noqa: E402
 from dicom_node.imaging.triplanar import VIEW_AXES, triplanar_probabilities  # noqa: E402
-from dicom_node.training.data import Case, oriented_stack  # noqa: E402
-from dicom_node.training.evaluate import NIFTI_AXIS_NAMES, predict_probabilities  # noqa: E402
+from dicom_node.training.data import Case, oriented_stack, stack_directions  # noqa: E402
+from dicom_node.training.evaluate import AXIS_NAMES, NIFTI_AXIS_NAMES, predict_probabilities  # noqa: E402
 from dicom_node.training.metrics import overall, series_metrics  # noqa: E402
 
 INVERSE = {axis: tuple(int(a) for a in np.argsort(order)) for axis, order in VIEW_AXES.items()}  # oriented_stack's transposes undone
@@ -104,6 +112,86 @@ def variants() -> dict[str, Variant]:
     return out
 
 
+Spacing = tuple[float, float, float]  # (slice, row, column) in mm
+NodeVariant = Callable[[np.ndarray, Spacing], np.ndarray]  # node probabilities (n, rows, cols) -> raw mask
+
+
+def smoothed(prob: np.ndarray, spacing: Spacing, sigma_mm: float) -> np.ndarray:
+    """``prob`` blurred by a 3D Gaussian of ``sigma_mm`` (in-plane per slice, then across slices)."""
+    out = np.stack([cv2.GaussianBlur(p, (0, 0), sigmaX=sigma_mm / spacing[2], sigmaY=sigma_mm / spacing[1], borderType=cv2.BORDER_REPLICATE) for p in prob])
+    sigma_z = sigma_mm / spacing[0]
+    if sigma_z >= 0.2 and len(out) > 1:
+        size = 2 * int(np.ceil(3 * sigma_z)) + 1
+        out = cv2.GaussianBlur(out.reshape(len(out), -1), (1, size), sigmaX=0, sigmaY=sigma_z, borderType=cv2.BORDER_REPLICATE).reshape(out.shape)
+    return out
+
+
+def end_zone(core: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Voxels in the first or last ``fraction`` of ``core``'s extent along any of the three axes
+    (and beyond it): skull base, vertex and the lateral, frontal and occipital poles."""
+    zone = np.zeros(core.shape, dtype=bool)
+    for axis in range(3):
+        present = np.flatnonzero(core.any(axis=tuple(a for a in range(3) if a != axis)))
+        if present.size == 0:
+            return zone
+        first, last = int(present[0]), int(present[-1])
+        width = max(1, int(round((last - first + 1) * fraction)))
+        index = np.arange(core.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)])
+        zone |= (index < first + width) | (index > last - width)
+    return zone
+
+
+def node_variants() -> dict[str, NodeVariant]:
+    """Post-processing of the node's fused probabilities, before ``clean_mask``."""
+
+    def ends(core_t: float, end_t: float) -> NodeVariant:
+        def run(prob: np.ndarray, spacing: Spacing) -> np.ndarray:
+            core = clean_mask(prob >= core_t, float(np.prod(spacing)) / 1000).mask
+            return np.where(end_zone(core), prob >= end_t, prob >= core_t)
+        return run
+
+    def smooth(sigma_mm: float, t: float) -> NodeVariant:
+        return lambda prob, spacing: smoothed(prob, spacing, sigma_mm) >= t
+
+    def cut(t: float) -> NodeVariant:
+        return lambda prob, spacing: prob >= t
+
+    out: dict[str, NodeVariant] = {f"{t:g}": cut(t) for t in (0.5, 0.6)}  # as the fold's own rows
+    for core_t in (0.55, 0.6, 0.65, 0.7):
+        for end_t in (0.4, 0.5):
+            out[f"ends{core_t:g}/{end_t:g}"] = ends(core_t, end_t)
+    for sigma in (1.0, 2.0):
+        for t in (0.5, 0.55, 0.6, 0.65, 0.7):
+            out[f"smooth{sigma:g}mm@{t:g}"] = smooth(sigma, t)
+    return out
+
+
+def score_node_variants(network, info: ModelInfo, case: Case) -> dict[str, Any]:
+    """Every ``node_variants`` on ``case`` in its three orientations, from the node's fused
+    probabilities, as a fold's JSON: ``series`` at the weights' own threshold and ``thresholds``
+    (pooled rows, keyed by variant name), which ``train_default.calibrate`` reads."""
+    chosen = node_variants()
+    rows: dict[str, dict[str, dict[str, float]]] = {name: {} for name in chosen}
+    base: dict[str, dict[str, float]] = {}
+    names = NIFTI_AXIS_NAMES if case.kind == "nifti" else AXIS_NAMES
+    seconds = dict.fromkeys(chosen, 0.0)
+    for axis in (0, 1, 2):
+        stack, in_plane = oriented_stack(case.volume, case.spacing, axis)
+        ref, _ = oriented_stack(case.mask, case.spacing, axis)
+        spacing = (float(case.spacing[axis]), *in_plane)
+        prob = predict_probabilities(network, info, stack, spacing, stack_directions(case, axis))
+        voxel_ml = float(np.prod(case.spacing)) / 1000.0
+        series = f"{case.name}/{names[axis]}"
+        base[series] = series_metrics(clean_mask(prob >= info.inference.threshold_for(case.echo_planar), voxel_ml).mask, ref, prob)
+        for name, variant in chosen.items():
+            started = time.perf_counter()
+            pred = clean_mask(variant(prob, spacing), voxel_ml).mask
+            seconds[name] += time.perf_counter() - started
+            rows[name][series] = series_metrics(pred, ref, prob)
+    return {"weights": f"{info.name} {info.version}", "series": base, "thresholds": {n: overall(r) for n, r in rows.items()},
+            "variant_series": rows, "postprocess_seconds": seconds}
+
+
 def main(argv: list[str] | None = None) -> int:
     from train_default import load_heads
 
@@ -113,11 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=[], help="score only the variants whose names start with these")
+    parser.add_argument("--node", action="store_true", help="NODE_VARIANTS on the node's fused probabilities, one head, as a fold's JSON")
+    parser.add_argument("--cases", type=Path, help="read the cases from this file (train_default.py pack)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     network, info = load_weights(args.weights)
-    heads, _, never_seen = load_heads()
+    heads, _, never_seen, _ = load_heads(args.cases)
     cases = {**heads, **never_seen}
+    if args.node:
+        if len(args.heads) != 1 or not args.out:
+            parser.error("--node scores one head and needs --out")
+        scored = score_node_variants(network, info, cases[args.heads[0]])
+        for name, row in scored["thresholds"].items():
+            print(f"{name:18s} dice {row['dice']:.4f} precision {row['precision']:.4f} recall {row['recall']:.4f} end {row['end_dice']:.4f} ({scored['postprocess_seconds'][name]:.1f} s)", flush=True)
+        args.out.write_text(json.dumps(scored, indent=1))
+        return 0
     chosen = {k: v for k, v in variants().items() if not args.only or k.startswith(tuple(args.only))}
     rows: dict[str, dict[str, dict[str, float]]] = {name: {} for name in chosen}
     seconds: dict[str, float] = {name: 0.0 for name in chosen}
@@ -139,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 prob_view, _ = oriented_stack(probs[axis], case.spacing, axis)
                 rows[name][f"{head}/{NIFTI_AXIS_NAMES[axis]}"] = series_metrics(pred_view, ref_view, prob_view)
         print(f"{head}: " + ", ".join(f"{n} {overall({k: v for k, v in rows[n].items() if k.startswith(head + '/')})['dice']:.4f}" for n in chosen), flush=True)
-    summary = {name: {"overall": overall(r), "series": r, "postprocess_seconds": seconds[name]} for name, r in rows.items()}
+    summary: dict[str, dict[str, Any]] = {name: {"overall": overall(r), "series": r, "postprocess_seconds": seconds[name]} for name, r in rows.items()}
     print(f"{'variant':22s} {'dice':>7s} {'prec':>7s} {'recall':>7s} {'end':>7s} {'min head':>9s}")
     for name, s in summary.items():
         o = s["overall"]

@@ -8,6 +8,7 @@
     .venv/bin/python models/train_default.py inference    # write INFERENCE into the shipped 1.2.0 network as 1.3.0
     .venv/bin/python models/train_default.py score [HEAD..]   # the shipped weights on heads (default: never seen, EPI slabs)
     .venv/bin/python models/train_default.py calibrate --results DIR [--apply VERSION]  # thresholds from the folds' loo-HEAD.json in DIR
+                                                    # (and their variants-HEAD.json: models/postprocess_variants.py --node)
 
 Heads (deepbet reference masks everywhere): from ../shared/data the Siemens and Philips DICOM
 series with their deepbet SEGs and the MNI152 and ROBEX-atlas NIfTI heads; from PyPI packages
@@ -77,7 +78,7 @@ NEGATIVES = [DATA / "dicom" / "t1-phantom-ge-signa"]
 # slice through the network, brain at probability 0.6. The threshold was calibrated on ds000031 and
 # seg3d-epilepsy, which the 1.2.0 network never saw (models/postprocess_variants.py, MODEL_CARD.md).
 INFERENCE = InferenceSpec(views=3, grid_size=160, step=3, threshold=0.6)
-CALIBRATION = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # thresholds every held-out head is also scored at
+CALIBRATION = (0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)  # every held-out head is also scored at (0.05 apart from 1.4.0's rerun on)
 RECIPE = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's
 CARD = {
     "architecture": "DeepLabV3Plus (segmentation-models-pytorch), tu-mobilenetv3_large_100 encoder from random init, 160x160, 1 channel in, brain logit out",
@@ -223,9 +224,10 @@ def pooled(folds: dict[str, dict], threshold_of: dict[str, str]) -> dict[str, fl
 
 
 def calibrate(folds: dict[str, dict]) -> tuple[str, dict[str, dict]]:
-    """The threshold with the best pooled Dice over ``folds`` among those whose pooled precision
-    and recall both reach ``TARGET`` (else the best pooled Dice), and every threshold's summary."""
-    common = sorted(set.intersection(*(set(f["thresholds"]) for f in folds.values())), key=float)
+    """The threshold (or post-processing variant, ``postprocess_variants.py --node``) with the best
+    pooled Dice over ``folds`` among those whose pooled precision and recall both reach ``TARGET``
+    (else the best pooled Dice), and every one's summary."""
+    common = sorted(set.intersection(*(set(f["thresholds"]) for f in folds.values())), key=lambda t: (not t[0].isdigit(), t))
     table = {t: pooled(folds, dict.fromkeys(folds, t)) for t in common}
     meeting = [t for t, row in table.items() if min(row["precision"], row["recall"]) >= TARGET] or list(table)
     return max(meeting, key=lambda t: table[t]["dice"]), table
@@ -239,6 +241,10 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> di
     heads, *_ = load_heads(pack)
     folds = {h: json.loads((results_dir / f"loo-{h}.json").read_text()) for h in heads if (results_dir / f"loo-{h}.json").is_file()}
     contrast = {h: "epi" if heads[h].echo_planar else "t1" for h in folds}
+    for head, fold in folds.items():  # post-processing variants of the fold's network (postprocess_variants.py --node)
+        variants = results_dir / f"variants-{head}.json"
+        if variants.is_file():
+            fold["thresholds"] = {**json.loads(variants.read_text())["thresholds"], **fold["thresholds"]}
     groups = {g: {h: f for h, f in folds.items() if contrast[h] == g} for g in ("t1", "epi")}
     chosen: dict[str, str] = {}
     summary: dict = {"folds": sorted(folds), "groups": {}}
@@ -267,6 +273,9 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> di
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in summary[name].items()))
     (results_dir / "calibration.json").write_text(json.dumps(summary, indent=1))
     if apply:
+        variants = sorted(c for c in chosen.values() if not c[0].isdigit())
+        if variants:
+            raise SystemExit(f"calibrate chose post-processing {', '.join(variants)}, which the node's InferenceSpec cannot express yet: build it there first")
         spec = replace(INFERENCE, threshold=float(chosen["t1"]), epi_threshold=float(chosen["epi"]) if "epi" in chosen else None)
         set_inference(spec, apply, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g} (EPI {spec.epi_threshold})"})
     return summary
