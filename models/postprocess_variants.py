@@ -21,7 +21,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,11 +166,11 @@ def node_variants() -> dict[str, NodeVariant]:
     return out
 
 
-def score_node_variants(network, info: ModelInfo, case: Case) -> dict[str, Any]:
+def score_node_variants(network, info: ModelInfo, case: Case, only: Sequence[str] = ()) -> dict[str, Any]:
     """Every ``node_variants`` on ``case`` in its three orientations, from the node's fused
     probabilities, as a fold's JSON: ``series`` at the weights' own threshold and ``thresholds``
     (pooled rows, keyed by variant name), which ``train_default.calibrate`` reads."""
-    chosen = node_variants()
+    chosen = {name: v for name, v in node_variants().items() if not only or name in only}
     rows: dict[str, dict[str, dict[str, float]]] = {name: {} for name in chosen}
     base: dict[str, dict[str, float]] = {}
     names = NIFTI_AXIS_NAMES if case.kind == "nifti" else AXIS_NAMES
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("heads", nargs="+")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", nargs="*", default=[], help="score only the variants whose names start with these")
+    parser.add_argument("--only", nargs="*", default=[], help="score only the variants whose names start with these (--node: only those named)")
     parser.add_argument("--node", action="store_true", help="NODE_VARIANTS on the node's fused probabilities, one head, as a fold's JSON")
     parser.add_argument("--cases", type=Path, help="read the cases from this file (train_default.py pack)")
     args = parser.parse_args(argv)
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.node:
         if len(args.heads) != 1 or not args.out:
             parser.error("--node scores one head and needs --out")
-        scored = score_node_variants(network, info, cases[args.heads[0]])
+        scored = score_node_variants(network, info, cases[args.heads[0]], args.only)
         for name, row in scored["thresholds"].items():
             print(f"{name:18s} dice {row['dice']:.4f} precision {row['precision']:.4f} recall {row['recall']:.4f} end {row['end_dice']:.4f} ({scored['postprocess_seconds'][name]:.1f} s)", flush=True)
         args.out.write_text(json.dumps(scored, indent=1))
