@@ -10,9 +10,10 @@ them in each view and is scored against deepbet's mask: Dice, precision, recall,
 Dice of the slices in the first and last 10 % of the brain's extent (``end_dice``).
 
 ``--node`` starts instead from the node's own probabilities (the weights' inference: three views
-fused on its grid, as ``evaluate_case`` scores a fold) and scores 3D post-processing on top of
-them (``NODE_VARIANTS``: a lower threshold at the ends of the brain, smoothing the probabilities),
-in a fold's JSON shape, so that ``train_default.py calibrate`` weighs them beside the thresholds.
+fused on its grid, as ``evaluate_case`` scores a fold) and scores the node's optional 3D steps on
+top of them (``train_default.VARIANTS``: another threshold at the ends of the brain, smoothing;
+``dicom_node.imaging.thresholding``), in a fold's JSON shape, so that ``train_default.py
+calibrate`` weighs them beside the thresholds.
 """
 
 from __future__ import annotations
@@ -22,20 +23,21 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dicom_node.imaging.model_info import ModelInfo  # noqa: E402
+from dicom_node.imaging.model_info import InferenceSpec, ModelInfo  # noqa: E402
 from dicom_node.imaging.network import load_weights  # noqa: E402
 from dicom_node.imaging.normalize import intensity_window, normalize  # noqa: E402
 from dicom_node.imaging.postprocess import clean_mask, erode_connect  # noqa: E402
+from dicom_node.imaging.thresholding import brain_voxels  # noqa: E402
 from dicom_node.imaging.triplanar import VIEW_AXES, triplanar_probabilities  # noqa: E402
 from dicom_node.training.data import Case, oriented_stack, stack_directions  # noqa: E402
 from dicom_node.training.evaluate import AXIS_NAMES, NIFTI_AXIS_NAMES, predict_probabilities  # noqa: E402
@@ -112,65 +114,20 @@ def variants() -> dict[str, Variant]:
     return out
 
 
-Spacing = tuple[float, float, float]  # (slice, row, column) in mm
-NodeVariant = Callable[[np.ndarray, Spacing], np.ndarray]  # node probabilities (n, rows, cols) -> raw mask
+def node_specs(base: InferenceSpec) -> dict[str, InferenceSpec]:
+    """The node's way of running (``base``) at two plain thresholds, as a fold's own rows, and
+    with each post-processing of ``train_default.VARIANTS``."""
+    from train_default import VARIANTS
 
-
-def smoothed(prob: np.ndarray, spacing: Spacing, sigma_mm: float) -> np.ndarray:
-    """``prob`` blurred by a 3D Gaussian of ``sigma_mm`` (in-plane per slice, then across slices)."""
-    out = np.stack([cv2.GaussianBlur(p, (0, 0), sigmaX=sigma_mm / spacing[2], sigmaY=sigma_mm / spacing[1], borderType=cv2.BORDER_REPLICATE) for p in prob])
-    sigma_z = sigma_mm / spacing[0]
-    if sigma_z >= 0.2 and len(out) > 1:
-        size = 2 * int(np.ceil(3 * sigma_z)) + 1
-        out = cv2.GaussianBlur(out.reshape(len(out), -1), (1, size), sigmaX=0, sigmaY=sigma_z, borderType=cv2.BORDER_REPLICATE).reshape(out.shape)
-    return out
-
-
-def end_zone(core: np.ndarray, fraction: float = 0.1) -> np.ndarray:
-    """Voxels in the first or last ``fraction`` of ``core``'s extent along any of the three axes
-    (and beyond it): skull base, vertex and the lateral, frontal and occipital poles."""
-    zone = np.zeros(core.shape, dtype=bool)
-    for axis in range(3):
-        present = np.flatnonzero(core.any(axis=tuple(a for a in range(3) if a != axis)))
-        if present.size == 0:
-            return zone
-        first, last = int(present[0]), int(present[-1])
-        width = max(1, int(round((last - first + 1) * fraction)))
-        index = np.arange(core.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)])
-        zone |= (index < first + width) | (index > last - width)
-    return zone
-
-
-def node_variants() -> dict[str, NodeVariant]:
-    """Post-processing of the node's fused probabilities, before ``clean_mask``."""
-
-    def ends(core_t: float, end_t: float) -> NodeVariant:
-        def run(prob: np.ndarray, spacing: Spacing) -> np.ndarray:
-            core = clean_mask(prob >= core_t, float(np.prod(spacing)) / 1000).mask
-            return np.where(end_zone(core), prob >= end_t, prob >= core_t)
-        return run
-
-    def smooth(sigma_mm: float, t: float) -> NodeVariant:
-        return lambda prob, spacing: smoothed(prob, spacing, sigma_mm) >= t
-
-    def cut(t: float) -> NodeVariant:
-        return lambda prob, spacing: prob >= t
-
-    out: dict[str, NodeVariant] = {f"{t:g}": cut(t) for t in (0.5, 0.6)}  # as the fold's own rows
-    for core_t in (0.55, 0.6, 0.65, 0.7):
-        for end_t in (0.4, 0.5):
-            out[f"ends{core_t:g}/{end_t:g}"] = ends(core_t, end_t)
-    for sigma in (1.0, 2.0):
-        for t in (0.5, 0.55, 0.6, 0.65, 0.7):
-            out[f"smooth{sigma:g}mm@{t:g}"] = smooth(sigma, t)
-    return out
+    plain = {f"{t:g}": replace(base, threshold=t) for t in (0.5, 0.6)}
+    return {**plain, **{name: replace(base, **fields) for name, fields in VARIANTS.items()}}
 
 
 def score_node_variants(network, info: ModelInfo, case: Case, only: Sequence[str] = ()) -> dict[str, Any]:
     """Every ``node_variants`` on ``case`` in its three orientations, from the node's fused
     probabilities, as a fold's JSON: ``series`` at the weights' own threshold and ``thresholds``
     (pooled rows, keyed by variant name), which ``train_default.calibrate`` reads."""
-    chosen = {name: v for name, v in node_variants().items() if not only or name in only}
+    chosen = {name: spec for name, spec in node_specs(info.inference).items() if not only or name in only}
     rows: dict[str, dict[str, dict[str, float]]] = {name: {} for name in chosen}
     base: dict[str, dict[str, float]] = {}
     names = NIFTI_AXIS_NAMES if case.kind == "nifti" else AXIS_NAMES
@@ -182,10 +139,10 @@ def score_node_variants(network, info: ModelInfo, case: Case, only: Sequence[str
         prob = predict_probabilities(network, info, stack, spacing, stack_directions(case, axis))
         voxel_ml = float(np.prod(case.spacing)) / 1000.0
         series = f"{case.name}/{names[axis]}"
-        base[series] = series_metrics(clean_mask(prob >= info.inference.threshold_for(case.echo_planar), voxel_ml).mask, ref, prob)
-        for name, variant in chosen.items():
+        base[series] = series_metrics(clean_mask(brain_voxels(prob, info.inference, case.echo_planar, spacing), voxel_ml).mask, ref, prob)
+        for name, spec in chosen.items():
             started = time.perf_counter()
-            pred = clean_mask(variant(prob, spacing), voxel_ml).mask
+            pred = clean_mask(brain_voxels(prob, spec, case.echo_planar, spacing), voxel_ml).mask
             seconds[name] += time.perf_counter() - started
             rows[name][series] = series_metrics(pred, ref, prob)
     return {"weights": f"{info.name} {info.version}", "series": base, "thresholds": {n: overall(r) for n, r in rows.items()},
@@ -201,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=[], help="score only the variants whose names start with these (--node: only those named)")
-    parser.add_argument("--node", action="store_true", help="NODE_VARIANTS on the node's fused probabilities, one head, as a fold's JSON")
+    parser.add_argument("--node", action="store_true", help="train_default.VARIANTS on the node's fused probabilities, one head, as a fold's JSON")
     parser.add_argument("--cases", type=Path, help="read the cases from this file (train_default.py pack)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -79,6 +79,13 @@ NEGATIVES = [DATA / "dicom" / "t1-phantom-ge-signa"]
 # seg3d-epilepsy, which the 1.2.0 network never saw (models/postprocess_variants.py, MODEL_CARD.md).
 INFERENCE = InferenceSpec(views=3, grid_size=160, step=3, threshold=0.6)
 CALIBRATION = (0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)  # every held-out head is also scored at (0.05 apart from 1.4.0's rerun on)
+# The node's optional 3D steps (InferenceSpec over INFERENCE), scored on the T1 folds' networks by
+# postprocess_variants.py --node and calibrated beside the thresholds: another threshold at the
+# brain's ends, or the probabilities smoothed first (dicom_node/imaging/thresholding.py).
+VARIANTS: dict[str, dict[str, float]] = {
+    **{f"ends{t:g}/{e:g}": {"threshold": t, "end_threshold": e} for t in (0.55, 0.6, 0.65, 0.7) for e in (0.4, 0.5)},
+    **{f"smooth{s:g}mm@{t:g}": {"threshold": t, "smooth_mm": s} for s in (1.0, 2.0) for t in (0.5, 0.55, 0.6, 0.65, 0.7)},
+}
 RECIPE = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's
 CARD = {
     "architecture": "DeepLabV3Plus (segmentation-models-pytorch), tu-mobilenetv3_large_100 encoder from random init, 160x160, 1 channel in, brain logit out",

@@ -42,8 +42,10 @@ class InferenceSpec:
     (time series, a few scattered slices) always take one view. ``threshold`` is the brain
     probability at and above which a voxel is brain; ``epi_threshold``, when set, replaces it for
     echo-planar series (fMRI, diffusion, spin-echo EPI), on which a network trained mostly on T1 is
-    less sure of the brain's edge. A weights file without them gets the defaults: one view at 0.5,
-    as every model before 1.3.0 was run.
+    less sure of the brain's edge. ``end_threshold`` (a threshold for the ends of the brain) and
+    ``smooth_mm`` (a 3D Gaussian on the probabilities first) are for regular T1-like volumes
+    (``dicom_node.imaging.thresholding``). A weights file without them gets the defaults: one
+    view at 0.5, as every model before 1.3.0 was run.
     """
 
     views: int = 1
@@ -51,11 +53,15 @@ class InferenceSpec:
     step: int = 1
     threshold: float = 0.5
     epi_threshold: float | None = None
+    end_threshold: float | None = None
+    smooth_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if self.views not in (1, 3):
             raise ValueError(f"inference views must be 1 or 3, not {self.views}.")
-        for name, value in (("threshold", self.threshold), ("epi_threshold", self.epi_threshold)):
+        if not 0.0 <= self.smooth_mm <= 10.0:
+            raise ValueError(f"inference smooth_mm must lie between 0 and 10, not {self.smooth_mm}.")
+        for name, value in (("threshold", self.threshold), ("epi_threshold", self.epi_threshold), ("end_threshold", self.end_threshold)):
             if value is not None and not 0.0 < value < 1.0:
                 raise ValueError(f"inference {name} must lie between 0 and 1, not {value}.")
         if self.step < 1 or self.grid_size < 32 or self.grid_size % 16:

@@ -33,6 +33,7 @@ from dicom_node.imaging.model_info import ModelInfo
 from dicom_node.imaging.network import NoModelWeightsError, brain_logit, load_weights, resolve_device
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 from dicom_node.imaging.postprocess import MIN_BRAIN_ML, clean_mask
+from dicom_node.imaging.thresholding import brain_voxels
 from dicom_node.imaging.triplanar import Direction, triplanar_probabilities
 
 DEFAULT_BATCH_CPU = 8
@@ -158,9 +159,11 @@ class Segmenter:
     def segment(self, series: MRSeries, min_brain_ml: float = MIN_BRAIN_ML) -> BrainMask:
         """Predict, keep the plausible brain, and measure its volume and the network's confidence."""
         started = time.perf_counter()
-        probs = self.predict_probabilities(series.pixels, series.slices[0].pixel_spacing, volume_slice_spacing(series), volume_directions(series))
+        pixel_spacing, slice_spacing = series.slices[0].pixel_spacing, volume_slice_spacing(series)
+        probs = self.predict_probabilities(series.pixels, pixel_spacing, slice_spacing, volume_directions(series))
         voxel_ml = series.voxel_volume_ml()
-        cleaned = clean_mask(probs >= self.info.inference.threshold_for(series.echo_planar), voxel_ml, min_brain_ml)
+        spacing = (slice_spacing, pixel_spacing[0], pixel_spacing[1]) if slice_spacing and pixel_spacing else None
+        cleaned = clean_mask(brain_voxels(probs, self.info.inference, series.echo_planar, spacing), voxel_ml, min_brain_ml)
         volume = None
         if voxel_ml is not None:
             repeats = series.n_slices / max(series.n_positions, 1)  # time series: mean over time points

@@ -11,6 +11,7 @@ from torch import nn
 from dicom_node.imaging.model_info import ArchSpec, ModelInfo
 from dicom_node.imaging.postprocess import clean_mask
 from dicom_node.imaging.segmenter import brain_probabilities
+from dicom_node.imaging.thresholding import brain_voxels
 from dicom_node.imaging.triplanar import Direction
 from dicom_node.training.data import Case, oriented_stack, stack_directions
 from dicom_node.training.metrics import series_metrics
@@ -42,7 +43,7 @@ def evaluate_case(
     (``model``'s views and threshold for the case's contrast; an ``ArchSpec`` alone means one view at 0.5).
 
     ``axes="native"`` scores a DICOM series as acquired (NIfTI volumes in all three orientations).
-    Each of ``thresholds`` adds rows ``NAME@T`` scored at that threshold instead, from the same
+    Each of ``thresholds`` adds rows ``NAME@T`` scored at that threshold alone instead, from the same
     probabilities: held-out folds then tell which threshold to ship. ``min_reference_fraction`` > 0
     scores only the slices whose reference mask is at least that fraction of its largest slice: the
     ends of a slab, where a 3D reference tool fails, are left out (inference still sees them all).
@@ -65,7 +66,8 @@ def evaluate_case(
         name = f"{case.name}/{names[axis]}"
         areas = ref.reshape(len(ref), -1).sum(axis=1)
         scored = areas >= min_reference_fraction * areas.max()  # every slice at 0
-        for threshold, key in ((info.inference.threshold_for(case.echo_planar), name), *((t, f"{name}@{t:g}") for t in thresholds)):
-            pred = clean_mask(prob >= threshold, voxel_ml).mask
+        node = brain_voxels(prob, info.inference, case.echo_planar, (float(case.spacing[axis]), *spacing))
+        for raw, key in ((node, name), *((prob >= t, f"{name}@{t:g}") for t in thresholds)):
+            pred = clean_mask(raw, voxel_ml).mask
             results[key] = series_metrics(pred[scored], ref[scored], prob[scored])
     return results

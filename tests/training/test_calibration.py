@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-import numpy as np
 import pytest
 
 from dicom_node.training.metrics import Counts, overall, scores
@@ -61,34 +60,3 @@ def test_calibration_weighs_post_processing_variants_beside_the_thresholds() -> 
     assert threshold == "ends0.6/0.5"
     assert list(table) == ["0.5", "0.6", "ends0.6/0.5"]
 
-
-def _variants_module():
-    spec = importlib.util.spec_from_file_location("postprocess_variants", REPO / "models" / "postprocess_variants.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_end_zone_is_the_outer_tenth_of_the_brain_along_every_axis() -> None:
-    variants = _variants_module()
-    core = np.zeros((40, 50, 60), dtype=bool)
-    core[10:30, 5:45, 20:40] = True  # extents 20, 40 and 20 voxels: ends 2, 4 and 2 deep
-    zone = variants.end_zone(core)
-    assert not zone[12:28, 9:41, 22:38].any()  # the middle
-    for index in ((11, 20, 30), (28, 20, 30), (20, 8, 30), (20, 41, 30), (20, 20, 21), (20, 20, 38), (0, 20, 30), (39, 49, 59)):
-        assert zone[index], index  # each end, and beyond the brain's box
-
-
-def test_smoothing_keeps_a_flat_field_and_centres_an_edge_on_a_half() -> None:
-    variants = _variants_module()
-    flat = np.full((12, 20, 20), 0.7, dtype=np.float32)
-    assert np.allclose(variants.smoothed(flat, (2.0, 1.0, 1.0), 2.0), 0.7, atol=1e-5)
-    edge = np.zeros((12, 20, 20), dtype=np.float32)
-    edge[:, :, 10:] = 1.0  # a brain edge between columns 9 and 10
-    out = variants.smoothed(edge, (2.0, 1.0, 1.0), 2.0)
-    assert out[6, 10, 9] == pytest.approx(1 - out[6, 10, 10], abs=1e-4) and 0.2 < out[6, 10, 9] < 0.5
-    step = np.zeros((12, 20, 20), dtype=np.float32)
-    step[6:] = 1.0  # and across slices, in slice spacings
-    across = variants.smoothed(step, (2.0, 1.0, 1.0), 2.0)
-    assert across[5, 10, 10] == pytest.approx(1 - across[6, 10, 10], abs=1e-4) and 0.1 < across[5, 10, 10] < 0.5

@@ -1,0 +1,76 @@
+"""From the network's brain probabilities to a raw brain mask, as the model's inference says.
+
+The threshold (``InferenceSpec.threshold_for``) decides every voxel. Two optional steps, each
+calibrated on the held-out folds like the threshold (``models/train_default.py calibrate``):
+
+- ``end_threshold``: another threshold in the first and last tenth of the brain's extent along
+  each axis (skull base, vertex, the lateral, frontal and occipital poles). Fusing three views
+  lowers the probabilities of the thin brain there, so one threshold for the whole head trims the
+  ends while it is right for the middle.
+- ``smooth_mm``: the probabilities are blurred by a 3D Gaussian first, for a smoother surface.
+
+Both need one regular volume (its spacing known) and a T1-like contrast: an EPI keeps its own
+threshold alone.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from dicom_node.imaging.model_info import InferenceSpec
+from dicom_node.imaging.postprocess import MIN_BRAIN_ML, largest_component
+
+END_FRACTION = 0.1
+Spacing = tuple[float, float, float]  # (slice, row, column) in mm
+
+
+def smooth_probabilities(probs: np.ndarray, spacing: Spacing, sigma_mm: float) -> np.ndarray:
+    """``probs`` blurred by a 3D Gaussian of ``sigma_mm``: in-plane per slice, then across slices
+    (skipped when the slices are much thicker than the Gaussian)."""
+    out = np.stack([
+        cv2.GaussianBlur(p, (0, 0), sigmaX=sigma_mm / spacing[2], sigmaY=sigma_mm / spacing[1], borderType=cv2.BORDER_REPLICATE)
+        for p in np.asarray(probs, dtype=np.float32)
+    ])
+    sigma_z = sigma_mm / spacing[0]
+    if sigma_z >= 0.2 and len(out) > 1:
+        size = 2 * int(np.ceil(3 * sigma_z)) + 1
+        flat = cv2.GaussianBlur(out.reshape(len(out), -1), (1, size), sigmaX=0, sigmaY=sigma_z, borderType=cv2.BORDER_REPLICATE)
+        out = flat.reshape(out.shape)
+    return out
+
+
+def end_zone(core: np.ndarray, fraction: float = END_FRACTION) -> np.ndarray:
+    """Voxels in the first or last ``fraction`` of ``core``'s extent along any of its three axes,
+    and beyond that extent; all False when ``core`` is empty."""
+    zone = np.zeros(core.shape, dtype=bool)
+    for axis in range(3):
+        present = np.flatnonzero(core.any(axis=tuple(a for a in range(3) if a != axis)))
+        if present.size == 0:
+            return zone
+        first, last = int(present[0]), int(present[-1])
+        width = max(1, int(round((last - first + 1) * fraction)))
+        index = np.arange(core.shape[axis]).reshape([-1 if a == axis else 1 for a in range(3)])
+        zone |= (index < first + width) | (index > last - width)
+    return zone
+
+
+def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool, spacing: Spacing | None) -> np.ndarray:
+    """The raw brain mask (bool, ``probs``' shape) before ``clean_mask``.
+
+    ``spacing`` is the stack's (slice, row, column) spacing when it is one regular volume, else
+    None: then, and for an EPI, only the threshold applies. The ends are taken from the largest
+    component at the main threshold, and only when that is large enough to be a brain.
+    """
+    threshold = inference.threshold_for(echo_planar)
+    if echo_planar or spacing is None:
+        return probs >= threshold
+    if inference.smooth_mm > 0:
+        probs = smooth_probabilities(probs, spacing, inference.smooth_mm)
+    mask = probs >= threshold
+    if inference.end_threshold is None:
+        return mask
+    core = largest_component(mask)
+    if core.sum() * float(np.prod(spacing)) / 1000.0 < MIN_BRAIN_ML:
+        return mask
+    return np.where(end_zone(core), probs >= inference.end_threshold, mask)

@@ -1,0 +1,98 @@
+"""From probabilities to a raw mask: the threshold, another one at the ends of the brain, smoothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicom_node.imaging.loading import volume_directions
+from dicom_node.imaging.model_info import ArchSpec, InferenceSpec
+from dicom_node.imaging.network import build_network, load_weights, save_weights
+from dicom_node.imaging.postprocess import clean_mask
+from dicom_node.imaging.segmenter import Segmenter, volume_slice_spacing
+from dicom_node.imaging.thresholding import brain_voxels, end_zone, smooth_probabilities
+
+SPACING = (2.0, 2.0, 2.0)  # 0.008 ml a voxel
+
+
+def test_end_zone_is_the_outer_tenth_of_the_brain_along_every_axis() -> None:
+    core = np.zeros((40, 50, 60), dtype=bool)
+    core[10:30, 5:45, 20:40] = True  # extents 20, 40 and 20 voxels: ends 2, 4 and 2 deep
+    zone = end_zone(core)
+    assert not zone[12:28, 9:41, 22:38].any()  # the middle
+    for index in ((11, 20, 30), (28, 20, 30), (20, 8, 30), (20, 41, 30), (20, 20, 21), (20, 20, 38), (0, 20, 30), (39, 49, 59)):
+        assert zone[index], index  # each end, and beyond the brain's box
+    assert not end_zone(np.zeros((4, 4, 4), dtype=bool)).any()
+
+
+def test_smoothing_keeps_a_flat_field_and_centres_an_edge_on_a_half() -> None:
+    flat = np.full((12, 20, 20), 0.7, dtype=np.float32)
+    assert np.allclose(smooth_probabilities(flat, (2.0, 1.0, 1.0), 2.0), 0.7, atol=1e-5)
+    edge = np.zeros((12, 20, 20), dtype=np.float32)
+    edge[:, :, 10:] = 1.0  # an edge between columns 9 and 10, sigma 2 columns
+    out = smooth_probabilities(edge, (2.0, 1.0, 1.0), 2.0)
+    assert out[6, 10, 9] == pytest.approx(1 - out[6, 10, 10], abs=1e-4) and 0.3 < out[6, 10, 9] < 0.5
+    step = np.zeros((12, 20, 20), dtype=np.float32)
+    step[6:] = 1.0  # across slices, in slice spacings: sigma 1 slice
+    across = smooth_probabilities(step, (2.0, 1.0, 1.0), 2.0)
+    assert across[5, 10, 10] == pytest.approx(1 - across[6, 10, 10], abs=1e-4) and 0.2 < across[5, 10, 10] < 0.4
+
+
+def _head() -> np.ndarray:
+    """A 110 ml brain at 0.9, a doubtful (0.55) spot in its middle and a doubtful slab past its top."""
+    probs = np.full((40, 40, 40), 0.05, dtype=np.float32)
+    probs[8:32, 8:32, 8:32] = 0.9
+    probs[18:22, 18:22, 18:22] = 0.55
+    probs[32:34, 12:28, 12:28] = 0.55
+    return probs
+
+
+def test_the_end_threshold_applies_at_the_ends_of_the_brain_only() -> None:
+    probs, spec = _head(), InferenceSpec(threshold=0.6, end_threshold=0.5)
+    mask = brain_voxels(probs, spec, echo_planar=False, spacing=SPACING)
+    assert mask[33, 20, 20] and not mask[20, 20, 20]  # past the top: brain at 0.5; the middle still needs 0.6
+    plain = brain_voxels(probs, InferenceSpec(threshold=0.6), echo_planar=False, spacing=SPACING)
+    assert np.array_equal(plain, probs >= 0.6)
+    assert np.array_equal(brain_voxels(probs, spec, echo_planar=True, spacing=SPACING), probs >= 0.6)  # an EPI: its threshold alone
+    assert np.array_equal(brain_voxels(probs, spec, echo_planar=False, spacing=None), probs >= 0.6)  # no regular volume
+    speck = np.full((40, 40, 40), 0.55, dtype=np.float32)
+    speck[18:21, 18:21, 18:21] = 0.9  # 0.2 ml: too small to be a brain, so it has no ends
+    assert np.array_equal(brain_voxels(speck, spec, echo_planar=False, spacing=SPACING), speck >= 0.6)
+
+
+def test_smoothing_runs_before_the_threshold() -> None:
+    probs = _head()
+    smoothed = brain_voxels(probs, InferenceSpec(threshold=0.6, smooth_mm=2.0), echo_planar=False, spacing=SPACING)
+    assert np.array_equal(smoothed, smooth_probabilities(probs, SPACING, 2.0) >= 0.6)
+    assert smoothed[20, 20, 20]  # the doubtful spot in the middle is smoothed into the brain
+
+
+def test_the_steps_are_stored_with_the_weights_and_checked(tmp_path: Path) -> None:
+    arch = ArchSpec(input_size=64)
+    spec = InferenceSpec(threshold=0.6, epi_threshold=0.4, end_threshold=0.5, smooth_mm=1.0)
+    _, info = load_weights(save_weights(tmp_path / "w.pt", build_network(arch), arch, name="n", version="1", inference=spec))
+    assert info.inference == spec
+    with pytest.raises(ValueError, match="end_threshold must lie between 0 and 1, not 0.0"):
+        InferenceSpec(end_threshold=0.0)
+    with pytest.raises(ValueError, match="smooth_mm must lie between 0 and 10, not -1"):
+        InferenceSpec(smooth_mm=-1)
+
+
+def test_the_segmenter_cuts_a_real_series_through_these_steps(shipped_segmenter: Segmenter, load_named) -> None:  # type: ignore[no-untyped-def]
+    def segmenter(spec: InferenceSpec) -> Segmenter:
+        return Segmenter(shipped_segmenter.network, replace(shipped_segmenter.info, inference=spec), "cpu")
+
+    philips = load_named("sag-t1-philips-ingenia")  # one view, to keep the test short
+    spec = InferenceSpec(threshold=0.6, end_threshold=0.4)
+    ends = segmenter(spec).segment(philips)
+    pixel_spacing, slice_spacing = philips.slices[0].pixel_spacing, volume_slice_spacing(philips)
+    assert pixel_spacing and slice_spacing
+    probs = segmenter(spec).predict_probabilities(philips.pixels, pixel_spacing, slice_spacing, volume_directions(philips))
+    raw = brain_voxels(probs, spec, False, (slice_spacing, *pixel_spacing))
+    assert np.array_equal(ends.mask, clean_mask(raw, philips.voxel_volume_ml()).mask)
+    plain = segmenter(InferenceSpec(threshold=0.6)).segment(philips)
+    assert ends.mask.sum() > plain.mask.sum()  # the brain's ends kept at the lower threshold
+    assert not (plain.mask & ~ends.mask).any()
