@@ -248,9 +248,9 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> di
     heads, *_ = load_heads(pack)
     folds = {h: json.loads((results_dir / f"loo-{h}.json").read_text()) for h in heads if (results_dir / f"loo-{h}.json").is_file()}
     contrast = {h: "epi" if heads[h].echo_planar else "t1" for h in folds}
-    for head, fold in folds.items():  # post-processing variants of the fold's network (postprocess_variants.py --node)
+    for head, fold in folds.items():  # the T1 folds' VARIANTS (postprocess_variants.py --node)
         variants = results_dir / f"variants-{head}.json"
-        if variants.is_file():
+        if variants.is_file() and contrast[head] == "t1":
             fold["thresholds"] = {**json.loads(variants.read_text())["thresholds"], **fold["thresholds"]}
     groups = {g: {h: f for h, f in folds.items() if contrast[h] == g} for g in ("t1", "epi")}
     chosen: dict[str, str] = {}
@@ -280,12 +280,17 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> di
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in summary[name].items()))
     (results_dir / "calibration.json").write_text(json.dumps(summary, indent=1))
     if apply:
-        variants = sorted(c for c in chosen.values() if not c[0].isdigit())
-        if variants:
-            raise SystemExit(f"calibrate chose post-processing {', '.join(variants)}, which the node's InferenceSpec cannot express yet: build it there first")
-        spec = replace(INFERENCE, threshold=float(chosen["t1"]), epi_threshold=float(chosen["epi"]) if "epi" in chosen else None)
-        set_inference(spec, apply, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g} (EPI {spec.epi_threshold})"})
+        spec = chosen_inference(chosen)
+        steps = "".join(f", {k} {getattr(spec, k):g}" for k in ("end_threshold", "smooth_mm") if getattr(spec, k))
+        set_inference(spec, apply, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g}{steps} (EPI {spec.epi_threshold})"})
     return summary
+
+
+def chosen_inference(chosen: dict[str, str]) -> InferenceSpec:
+    """``INFERENCE`` with what calibration chose: a T1 threshold or one of ``VARIANTS``, and an EPI
+    threshold when there were EPI folds."""
+    t1 = VARIANTS[chosen["t1"]] if chosen["t1"] in VARIANTS else {"threshold": float(chosen["t1"])}
+    return replace(INFERENCE, **t1, epi_threshold=float(chosen["epi"]) if "epi" in chosen else None)
 
 
 def set_inference(inference: InferenceSpec, version: str, card: dict[str, str]) -> None:

@@ -60,3 +60,12 @@ def test_calibration_weighs_post_processing_variants_beside_the_thresholds() -> 
     assert threshold == "ends0.6/0.5"
     assert list(table) == ["0.5", "0.6", "ends0.6/0.5"]
 
+
+
+def test_what_calibration_chose_becomes_the_node_inference() -> None:
+    spec = train_default.chosen_inference({"t1": "ends0.6/0.5", "epi": "0.4"})
+    assert (spec.threshold, spec.end_threshold, spec.smooth_mm, spec.epi_threshold) == (0.6, 0.5, 0.0, 0.4)
+    assert (spec.views, spec.grid_size, spec.step) == (3, 160, 3)  # the recipe's way of running the network
+    spec = train_default.chosen_inference({"t1": "smooth1mm@0.65"})
+    assert (spec.threshold, spec.end_threshold, spec.smooth_mm, spec.epi_threshold) == (0.65, None, 1.0, None)
+    assert train_default.chosen_inference({"t1": "0.55", "epi": "0.45"}).threshold == 0.55
