@@ -177,4 +177,8 @@ class Node:
             requeue_interrupted(session, None, self.owner)
 
     def run(self) -> None:
-        self.stop_event.wait()
+        """Block until ``stop_event`` is set, waking every second: CPython runs a signal's Python
+        handler only when the main thread runs bytecode, and the kernel may hand a SIGTERM to
+        any thread, so an untimed wait here could ignore it for good."""
+        while not self.stop_event.wait(timeout=1.0):
+            pass
