@@ -9,11 +9,11 @@ each view's own slices) and mapped back to the volume; every variant then thresh
 them in each view and is scored against deepbet's mask: Dice, precision, recall, and the mean
 Dice of the slices in the first and last 10 % of the brain's extent (``end_dice``).
 
-``--node`` starts instead from the node's own probabilities (the weights' inference: three views
-fused on its grid, as ``evaluate_case`` scores a fold) and scores the node's optional 3D steps on
-top of them (``train_default.VARIANTS``: another threshold at the ends of the brain, smoothing;
-``dicom_node.imaging.thresholding``), in a fold's JSON shape, so that ``train_default.py
-calibrate`` weighs them beside the thresholds.
+``--node`` scores instead, through ``evaluate_case`` as a fold is scored, the node's optional 3D
+steps on its own fused probabilities (``train_default.VARIANTS``: another threshold at the ends
+of the brain, smoothing; ``dicom_node.imaging.thresholding``), as a fold's JSON, so that
+``train_default.py calibrate`` weighs them beside the thresholds. Folds run since the steps exist
+score them in ``run_loo``; this is for the fold networks trained before.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dicom_node.imaging.model_info import InferenceSpec, ModelInfo  # noqa: E402
+from dicom_node.imaging.model_info import ModelInfo  # noqa: E402
 from dicom_node.imaging.network import load_weights  # noqa: E402
 from dicom_node.imaging.normalize import intensity_window, normalize  # noqa: E402
 from dicom_node.imaging.postprocess import clean_mask, erode_connect  # noqa: E402
-from dicom_node.imaging.thresholding import brain_voxels  # noqa: E402
 from dicom_node.imaging.triplanar import VIEW_AXES, triplanar_probabilities  # noqa: E402
-from dicom_node.training.data import Case, oriented_stack, stack_directions  # noqa: E402
-from dicom_node.training.evaluate import AXIS_NAMES, NIFTI_AXIS_NAMES, predict_probabilities  # noqa: E402
+from dicom_node.training.data import Case, oriented_stack  # noqa: E402
+from dicom_node.training.evaluate import NIFTI_AXIS_NAMES, evaluate_case, predict_probabilities  # noqa: E402
 from dicom_node.training.metrics import overall, series_metrics  # noqa: E402
 
 INVERSE = {axis: tuple(int(a) for a in np.argsort(order)) for axis, order in VIEW_AXES.items()}  # oriented_stack's transposes undone
@@ -114,39 +112,19 @@ def variants() -> dict[str, Variant]:
     return out
 
 
-def node_specs(base: InferenceSpec) -> dict[str, InferenceSpec]:
-    """The node's way of running (``base``) at two plain thresholds, as a fold's own rows, and
-    with each post-processing of ``train_default.VARIANTS``."""
+def score_node_variants(network, info: ModelInfo, case: Case, only: Sequence[str] = ()) -> dict[str, Any]:
+    """``train_default.VARIANTS`` (those in ``only``, when given) on ``case`` in its three
+    orientations through ``evaluate_case``, as a fold's JSON: ``series`` at the weights' own way
+    of running, and ``thresholds`` with the pooled rows at 0.5 and 0.6 (which must match the
+    fold's own) and of each variant, which ``train_default.py calibrate`` merges."""
     from train_default import VARIANTS
 
-    plain = {f"{t:g}": replace(base, threshold=t) for t in (0.5, 0.6)}
-    return {**plain, **{name: replace(base, **fields) for name, fields in VARIANTS.items()}}
-
-
-def score_node_variants(network, info: ModelInfo, case: Case, only: Sequence[str] = ()) -> dict[str, Any]:
-    """Every ``node_variants`` on ``case`` in its three orientations, from the node's fused
-    probabilities, as a fold's JSON: ``series`` at the weights' own threshold and ``thresholds``
-    (pooled rows, keyed by variant name), which ``train_default.calibrate`` reads."""
-    chosen = {name: spec for name, spec in node_specs(info.inference).items() if not only or name in only}
-    rows: dict[str, dict[str, dict[str, float]]] = {name: {} for name in chosen}
-    base: dict[str, dict[str, float]] = {}
-    names = NIFTI_AXIS_NAMES if case.kind == "nifti" else AXIS_NAMES
-    seconds = dict.fromkeys(chosen, 0.0)
-    for axis in (0, 1, 2):
-        stack, in_plane = oriented_stack(case.volume, case.spacing, axis)
-        ref, _ = oriented_stack(case.mask, case.spacing, axis)
-        spacing = (float(case.spacing[axis]), *in_plane)
-        prob = predict_probabilities(network, info, stack, spacing, stack_directions(case, axis))
-        voxel_ml = float(np.prod(case.spacing)) / 1000.0
-        series = f"{case.name}/{names[axis]}"
-        base[series] = series_metrics(clean_mask(brain_voxels(prob, info.inference, case.echo_planar, spacing), voxel_ml).mask, ref, prob)
-        for name, spec in chosen.items():
-            started = time.perf_counter()
-            pred = clean_mask(brain_voxels(prob, spec, case.echo_planar, spacing), voxel_ml).mask
-            seconds[name] += time.perf_counter() - started
-            rows[name][series] = series_metrics(pred, ref, prob)
-    return {"weights": f"{info.name} {info.version}", "series": base, "thresholds": {n: overall(r) for n, r in rows.items()},
-            "variant_series": rows, "postprocess_seconds": seconds}
+    variants = {k: v for k, v in VARIANTS.items() if not only or k in only}
+    scored = evaluate_case(network, info, case, axes="all", thresholds=(0.5, 0.6), variants=variants)
+    keys = ("0.5", "0.6", *variants)
+    return {"weights": f"{info.name} {info.version}", "series": {k: v for k, v in scored.items() if "@" not in k},
+            "thresholds": {key: overall({k: v for k, v in scored.items() if k.endswith(f"@{key}")}) for key in keys},
+            "variant_series": {k: v for k, v in scored.items() if "@" in k}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--node scores one head and needs --out")
         scored = score_node_variants(network, info, cases[args.heads[0]], args.only)
         for name, row in scored["thresholds"].items():
-            print(f"{name:18s} dice {row['dice']:.4f} precision {row['precision']:.4f} recall {row['recall']:.4f} end {row['end_dice']:.4f} ({scored['postprocess_seconds'][name]:.1f} s)", flush=True)
+            print(f"{name:18s} dice {row['dice']:.4f} precision {row['precision']:.4f} recall {row['recall']:.4f} end {row['end_dice']:.4f}", flush=True)
         args.out.write_text(json.dumps(scored, indent=1))
         return 0
     chosen = {k: v for k, v in variants().items() if not args.only or k.startswith(tuple(args.only))}

@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -79,12 +80,12 @@ NEGATIVES = [DATA / "dicom" / "t1-phantom-ge-signa"]
 # seg3d-epilepsy, which the 1.2.0 network never saw (models/postprocess_variants.py, MODEL_CARD.md).
 INFERENCE = InferenceSpec(views=3, grid_size=160, step=3, threshold=0.6)
 CALIBRATION = (0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)  # every held-out head is also scored at (0.05 apart from 1.4.0's rerun on)
-# The node's optional 3D steps (InferenceSpec over INFERENCE), scored on the T1 folds' networks by
-# postprocess_variants.py --node and calibrated beside the thresholds: another threshold at the
-# brain's ends, or the probabilities smoothed first (dicom_node/imaging/thresholding.py).
-VARIANTS: dict[str, dict[str, float]] = {
-    **{f"ends{t:g}/{e:g}": {"threshold": t, "end_threshold": e} for t in (0.55, 0.6, 0.65, 0.7) for e in (0.4, 0.5)},
-    **{f"smooth{s:g}mm@{t:g}": {"threshold": t, "smooth_mm": s} for s in (1.0, 2.0) for t in (0.5, 0.55, 0.6, 0.65, 0.7)},
+# The node's optional 3D steps (dicom_node/imaging/thresholding.py), scored on every T1 fold's
+# network and calibrated beside the thresholds: another threshold at the brain's ends, or the
+# probabilities smoothed first.
+VARIANTS: dict[str, InferenceSpec] = {
+    **{f"ends{t:g}/{e:g}": replace(INFERENCE, threshold=t, end_threshold=e) for t in (0.55, 0.6, 0.65, 0.7) for e in (0.4, 0.5)},
+    **{f"smooth{s:g}mm/{t:g}": replace(INFERENCE, threshold=t, smooth_mm=s) for s in (1.0, 2.0) for t in (0.5, 0.55, 0.6, 0.65, 0.7)},
 }
 RECIPE = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's
 CARD = {
@@ -127,7 +128,8 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
         train_cases = [c for n, c in heads.items() if n != held] + always
         out = results_dir / f"loo-{held}.pt"
         result = train(train_cases, config, val_cases=[heads[held]], out=out, resume=True, name=f"{NAME}-loo-{held}", version=VERSION, progress=sys.stderr.isatty())
-        scored = evaluate_case(result.network, ModelInfo(NAME, VERSION, result.arch, inference=config.inference), heads[held], axes="all", thresholds=CALIBRATION)
+        variants = {} if heads[held].echo_planar else VARIANTS
+        scored = evaluate_case(result.network, ModelInfo(NAME, VERSION, result.arch, inference=config.inference), heads[held], axes="all", thresholds=CALIBRATION, variants=variants)
         per_series = {k: v for k, v in scored.items() if "@" not in k}
         head_total = overall(per_series)
         print(format_table(per_series, head_total), flush=True)
@@ -135,7 +137,7 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
         one_scored = evaluate_case(result.network, result.arch, heads[held], axes="all", thresholds=CALIBRATION)  # as before 1.3.0: each view alone
         one_view = {k: v for k, v in one_scored.items() if "@" not in k}
         print("one view at 0.5:\n" + format_table(one_view, overall(one_view)), flush=True)
-        results[held] = {"series": per_series, "overall": head_total, "thresholds": by_threshold(scored),
+        results[held] = {"series": per_series, "overall": head_total, "thresholds": by_threshold(scored, variants),
                          "one_view": {"series": one_view, "overall": overall(one_view), "thresholds": by_threshold(one_scored)},
                          "history": result.history, "train_seconds": result.seconds,
                          "device": str(next(result.network.parameters()).device), "wall_seconds": time.perf_counter() - started}
@@ -202,9 +204,10 @@ def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None =
     return summary
 
 
-def by_threshold(scored: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """The pooled metrics at each ``CALIBRATION`` threshold, from ``evaluate_case``'s ``NAME@T`` rows."""
-    return {f"{t:g}": overall({k: v for k, v in scored.items() if k.endswith(f"@{t:g}")}) for t in CALIBRATION}
+def by_threshold(scored: dict[str, dict[str, float]], variants: Iterable[str] = ()) -> dict[str, dict[str, float]]:
+    """The pooled metrics at each ``CALIBRATION`` threshold and of each of ``variants``, from
+    ``evaluate_case``'s ``NAME@T`` and ``NAME@VARIANT`` rows."""
+    return {key: overall({k: v for k, v in scored.items() if k.endswith(f"@{key}")}) for key in (*(f"{t:g}" for t in CALIBRATION), *variants)}
 
 
 TARGET = 0.95  # pooled precision and recall the calibrated thresholds must reach where they can
@@ -241,41 +244,20 @@ def calibrate(folds: dict[str, dict]) -> tuple[str, dict[str, dict]]:
 
 
 def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> dict:
-    """Thresholds for T1 (every non-EPI head) and EPI, each calibrated on the held-out folds of its
-    contrast in ``results_dir``; the summary of the whole leave-one-head-out before (the 1.3.0
-    way: three views at 0.6) and after. ``apply`` (a version) writes them into the shipped weights
-    under that version: new thresholds change what the node sends, so the version must change too."""
+    """Calibrate on the held-out folds in ``results_dir`` (``calibrate_folds``), write
+    ``calibration.json``; ``apply`` (a version) writes the choice into the shipped weights under
+    that version: a new way to cut changes what the node sends, so the version must change too."""
     heads, *_ = load_heads(pack)
     folds = {h: json.loads((results_dir / f"loo-{h}.json").read_text()) for h in heads if (results_dir / f"loo-{h}.json").is_file()}
     contrast = {h: "epi" if heads[h].echo_planar else "t1" for h in folds}
-    for head, fold in folds.items():  # the T1 folds' VARIANTS (postprocess_variants.py --node)
-        variants = results_dir / f"variants-{head}.json"
-        if variants.is_file() and contrast[head] == "t1":
-            fold["thresholds"] = {**json.loads(variants.read_text())["thresholds"], **fold["thresholds"]}
-    groups = {g: {h: f for h, f in folds.items() if contrast[h] == g} for g in ("t1", "epi")}
-    chosen: dict[str, str] = {}
-    summary: dict = {"folds": sorted(folds), "groups": {}}
-    for group, members in groups.items():
-        if members:
-            chosen[group], table = calibrate(members)
-            summary["groups"][group] = {"heads": sorted(members), "threshold": chosen[group], "by_threshold": table}
-            print(f"{group} ({', '.join(sorted(members))}): threshold {chosen[group]}")
-            for t, row in table.items():
-                print(f"  {t}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "heads"))
-    at = {h: chosen[contrast[h]] for h in folds}
-
-    def chosen_without(head: str) -> str:
-        """Honest too: the threshold calibrated without ``head``, on the other folds of its
-        contrast, or on all other folds when it is the only one."""
-        pool = groups[contrast[head]] if len(groups[contrast[head]]) > 1 else folds
-        others = {o: f for o, f in pool.items() if o != head}
-        return calibrate(others)[0] if others else at[head]
-
-    blind = {h: chosen_without(h) for h in folds}
-    summary["before"] = pooled(folds, dict.fromkeys(folds, f"{INFERENCE.threshold:g}"))
-    summary["after"] = pooled(folds, at)
-    summary["after_blind"] = pooled(folds, blind)
-    summary["per_head"] = {h: {"threshold": at[h], "blind_threshold": blind[h], **folds[h]["thresholds"][at[h]]} for h in sorted(folds)}
+    for head in folds:
+        if contrast[head] == "t1":
+            merge_variants(head, folds[head], results_dir / f"variants-{head}.json")
+    chosen, summary = calibrate_folds(folds, contrast)
+    for group, table in summary["groups"].items():
+        print(f"{group} ({', '.join(table['heads'])}): {table['threshold']}")
+        for t, row in table["by_threshold"].items():
+            print(f"  {t}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "heads"))
     for name in ("before", "after", "after_blind"):
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in summary[name].items()))
     (results_dir / "calibration.json").write_text(json.dumps(summary, indent=1))
@@ -286,15 +268,61 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> di
     return summary
 
 
+def merge_variants(head: str, fold: dict, path: Path) -> None:
+    """Add the ``VARIANTS`` rows of a fold scored after its run (``postprocess_variants.py
+    --node``) to ``fold``'s table, after checking that they come from that fold's network."""
+    if set(VARIANTS) <= set(fold["thresholds"]):
+        return  # scored by run_loo itself
+    if not path.is_file():
+        print(f"{head}: no {path.name}, so no variant is weighed (they must be on every fold)")
+        return
+    scored = json.loads(path.read_text())
+    if not scored["weights"].startswith(f"{NAME}-loo-{head} "):
+        raise SystemExit(f"{path}: scored with {scored['weights']}, not the network of the fold that held out {head}")
+    for key, row in scored["thresholds"].items():
+        if key in fold["thresholds"] and abs(row["dice"] - fold["thresholds"][key]["dice"]) > 1e-9:
+            raise SystemExit(f"{path}: {key} scores {row['dice']:.6f}, the fold's own run {fold['thresholds'][key]['dice']:.6f}: not the same network or path")
+    fold["thresholds"] = {**scored["thresholds"], **fold["thresholds"]}
+
+
+def calibrate_folds(folds: dict[str, dict], contrast: dict[str, str]) -> tuple[dict[str, str], dict]:
+    """What to ship for T1 (every non-EPI head) and EPI, each ``calibrate``d on the folds of its
+    contrast, and the leave-one-head-out summary: before (every head at ``INFERENCE``'s
+    threshold), after (each at its contrast's choice), and blind (each at the choice made without
+    it, among what it was scored with)."""
+    groups = {g: {h: f for h, f in folds.items() if contrast[h] == g} for g in ("t1", "epi")}
+    chosen: dict[str, str] = {}
+    summary: dict = {"folds": sorted(folds), "groups": {}}
+    for group, members in groups.items():
+        if members:
+            chosen[group], table = calibrate(members)
+            summary["groups"][group] = {"heads": sorted(members), "threshold": chosen[group], "by_threshold": table}
+    at = {h: chosen[contrast[h]] for h in folds}
+
+    def chosen_without(head: str) -> str:
+        """On the other folds of its contrast, or on all other folds when it is the only one."""
+        pool = groups[contrast[head]] if len(groups[contrast[head]]) > 1 else folds
+        own = folds[head]["thresholds"]
+        others = {o: {**f, "thresholds": {k: v for k, v in f["thresholds"].items() if k in own}} for o, f in pool.items() if o != head}
+        return calibrate(others)[0] if others else at[head]
+
+    blind = {h: chosen_without(h) for h in folds}
+    summary["before"] = pooled(folds, dict.fromkeys(folds, f"{INFERENCE.threshold:g}"))
+    summary["after"] = pooled(folds, at)
+    summary["after_blind"] = pooled(folds, blind)
+    summary["per_head"] = {h: {"threshold": at[h], "blind_threshold": blind[h], **folds[h]["thresholds"][at[h]]} for h in sorted(folds)}
+    return chosen, summary
+
+
 def chosen_inference(chosen: dict[str, str]) -> InferenceSpec:
     """``INFERENCE`` with what calibration chose: a T1 threshold or one of ``VARIANTS``, and an EPI
     threshold when there were EPI folds."""
-    t1 = VARIANTS[chosen["t1"]] if chosen["t1"] in VARIANTS else {"threshold": float(chosen["t1"])}
-    return replace(INFERENCE, **t1, epi_threshold=float(chosen["epi"]) if "epi" in chosen else None)
+    t1 = VARIANTS[chosen["t1"]] if chosen["t1"] in VARIANTS else replace(INFERENCE, threshold=float(chosen["t1"]))
+    return replace(t1, epi_threshold=float(chosen["epi"]) if "epi" in chosen else None)
 
 
 def set_inference(inference: InferenceSpec, version: str, card: dict[str, str]) -> None:
-    """Give the shipped network a new way to run (views, threshold) under a new version; its
+    """Give the shipped network a new way to run (views, thresholds, 3D steps) under a new version; its
     weights stay as trained (1.3.0 is the 1.2.0 network run in three views at 0.6)."""
     network, info = load_weights(WEIGHTS)
     save_weights(WEIGHTS, network, info.arch, name=info.name, version=version, metrics=info.metrics, card={**info.card, **card}, inference=inference)
@@ -312,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget per training run (LR schedule follows it)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
-    parser.add_argument("--apply", metavar="VERSION", help="calibrate: write the thresholds into the shipped weights, as this model version (1.4.1)")
+    parser.add_argument("--apply", metavar="VERSION", help="calibrate: write what it chose into the shipped weights, as this model version (1.4.1)")
     parser.add_argument("--weights", type=Path, default=WEIGHTS, help="the weights that score scores (default: the shipped ones; a fold's loo-HEAD.pt)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -9,8 +9,9 @@ calibrated on the held-out folds like the threshold (``models/train_default.py c
   ends while it is right for the middle.
 - ``smooth_mm``: the probabilities are blurred by a 3D Gaussian first, for a smoother surface.
 
-Both need one regular volume (its spacing known) and a T1-like contrast: an EPI keeps its own
-threshold alone.
+Both are calibrated on fused probabilities, so they run only where the three views were fused
+(a regular volume, ``segmenter.fuses``) and on a T1-like contrast: an EPI, or a stack run slice by
+slice, is cut at its threshold alone.
 """
 
 from __future__ import annotations
@@ -28,16 +29,21 @@ Spacing = tuple[float, float, float]  # (slice, row, column) in mm
 def smooth_probabilities(probs: np.ndarray, spacing: Spacing, sigma_mm: float) -> np.ndarray:
     """``probs`` blurred by a 3D Gaussian of ``sigma_mm``: in-plane per slice, then across slices
     (skipped when the slices are much thicker than the Gaussian)."""
+    sigma_z, sigma_row, sigma_col = (sigma_mm / s for s in spacing)
+    in_plane = (_kernel(sigma_col), _kernel(sigma_row))
     out = np.stack([
-        cv2.GaussianBlur(p, (0, 0), sigmaX=sigma_mm / spacing[2], sigmaY=sigma_mm / spacing[1], borderType=cv2.BORDER_REPLICATE)
+        cv2.GaussianBlur(p, in_plane, sigmaX=sigma_col, sigmaY=sigma_row, borderType=cv2.BORDER_REPLICATE)
         for p in np.asarray(probs, dtype=np.float32)
     ])
-    sigma_z = sigma_mm / spacing[0]
     if sigma_z >= 0.2 and len(out) > 1:
-        size = 2 * int(np.ceil(3 * sigma_z)) + 1
-        flat = cv2.GaussianBlur(out.reshape(len(out), -1), (1, size), sigmaX=0, sigmaY=sigma_z, borderType=cv2.BORDER_REPLICATE)
+        flat = cv2.GaussianBlur(out.reshape(len(out), -1), (1, _kernel(sigma_z)), sigmaX=0, sigmaY=sigma_z, borderType=cv2.BORDER_REPLICATE)
         out = flat.reshape(out.shape)
     return out
+
+
+def _kernel(sigma: float) -> int:
+    """An odd Gaussian kernel size reaching 3 sigma each side."""
+    return 2 * int(np.ceil(3 * sigma)) + 1
 
 
 def end_zone(core: np.ndarray, fraction: float = END_FRACTION) -> np.ndarray:
@@ -55,10 +61,10 @@ def end_zone(core: np.ndarray, fraction: float = END_FRACTION) -> np.ndarray:
     return zone
 
 
-def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool, spacing: Spacing | None) -> np.ndarray:
+def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool, spacing: Spacing | None, min_brain_ml: float = MIN_BRAIN_ML) -> np.ndarray:
     """The raw brain mask (bool, ``probs``' shape) before ``clean_mask``.
 
-    ``spacing`` is the stack's (slice, row, column) spacing when it is one regular volume, else
+    ``spacing`` is the stack's (slice, row, column) spacing when its three views were fused, else
     None: then, and for an EPI, only the threshold applies. The ends are taken from the largest
     component at the main threshold, and only when that is large enough to be a brain.
     """
@@ -71,6 +77,6 @@ def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool,
     if inference.end_threshold is None:
         return mask
     core = largest_component(mask)
-    if core.sum() * float(np.prod(spacing)) / 1000.0 < MIN_BRAIN_ML:
+    if core.sum() * float(np.prod(spacing)) / 1000.0 < min_brain_ml:
         return mask
     return np.where(end_zone(core), probs >= inference.end_threshold, mask)

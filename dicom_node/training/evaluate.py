@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from dicom_node.imaging.model_info import ArchSpec, ModelInfo
+from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo
 from dicom_node.imaging.postprocess import clean_mask
-from dicom_node.imaging.segmenter import brain_probabilities
+from dicom_node.imaging.segmenter import brain_probabilities, fuses
 from dicom_node.imaging.thresholding import brain_voxels
 from dicom_node.imaging.triplanar import Direction
 from dicom_node.training.data import Case, oriented_stack, stack_directions
@@ -31,6 +31,11 @@ def predict_probabilities(
         return brain_probabilities(network, pixels, (spacing[1], spacing[2]), spacing[0], info, batch_size, device, directions)
 
 
+def _node_voxels(prob: np.ndarray, spec: InferenceSpec, echo_planar: bool, spacing: tuple[float, float, float]) -> np.ndarray:
+    """``brain_voxels`` as the segmenter calls it: the 3D steps only where the views were fused."""
+    return brain_voxels(prob, spec, echo_planar, spacing if fuses(spec, len(prob), spacing[0]) else None)
+
+
 def evaluate_case(
     network: nn.Module,
     model: ArchSpec | ModelInfo,
@@ -38,13 +43,16 @@ def evaluate_case(
     axes: Sequence[int] | str = "native",
     thresholds: Sequence[float] = (),
     min_reference_fraction: float = 0.0,
+    variants: Mapping[str, InferenceSpec] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Table-2 metrics of ``case`` per orientation, after the node's inference and post-processing
-    (``model``'s views and threshold for the case's contrast; an ``ArchSpec`` alone means one view at 0.5).
+    (``model``'s views, threshold for the case's contrast and 3D steps; an ``ArchSpec`` alone means
+    one view at 0.5).
 
     ``axes="native"`` scores a DICOM series as acquired (NIfTI volumes in all three orientations).
-    Each of ``thresholds`` adds rows ``NAME@T`` scored at that threshold alone instead, from the same
-    probabilities: held-out folds then tell which threshold to ship. ``min_reference_fraction`` > 0
+    Each of ``thresholds`` adds rows ``NAME@T`` scored at that threshold alone instead, and each
+    of ``variants`` rows ``NAME@KEY`` cut its way (``brain_voxels``), from the same probabilities
+    (which the variants' views must not change): held-out folds then tell which to ship. ``min_reference_fraction`` > 0
     scores only the slices whose reference mask is at least that fraction of its largest slice: the
     ends of a slab, where a 3D reference tool fails, are left out (inference still sees them all).
     """
@@ -59,15 +67,17 @@ def evaluate_case(
     info = model if isinstance(model, ModelInfo) else ModelInfo("evaluated", "-", model)
     results = {}
     for axis in chosen:
-        stack, spacing = oriented_stack(case.volume, case.spacing, axis)
+        stack, in_plane = oriented_stack(case.volume, case.spacing, axis)
         ref, _ = oriented_stack(case.mask, case.spacing, axis)
-        prob = predict_probabilities(network, info, stack, (float(case.spacing[axis]), *spacing), stack_directions(case, axis))
+        spacing = (float(case.spacing[axis]), *in_plane)
+        prob = predict_probabilities(network, info, stack, spacing, stack_directions(case, axis))
         voxel_ml = float(np.prod(case.spacing)) / 1000.0
         name = f"{case.name}/{names[axis]}"
         areas = ref.reshape(len(ref), -1).sum(axis=1)
         scored = areas >= min_reference_fraction * areas.max()  # every slice at 0
-        node = brain_voxels(prob, info.inference, case.echo_planar, (float(case.spacing[axis]), *spacing))
-        for raw, key in ((node, name), *((prob >= t, f"{name}@{t:g}") for t in thresholds)):
+        rows = ((_node_voxels(prob, info.inference, case.echo_planar, spacing), name), *((prob >= t, f"{name}@{t:g}") for t in thresholds),
+                *((_node_voxels(prob, spec, case.echo_planar, spacing), f"{name}@{key}") for key, spec in (variants or {}).items()))
+        for raw, key in rows:
             pred = clean_mask(raw, voxel_ml).mask
             results[key] = series_metrics(pred[scored], ref[scored], prob[scored])
     return results

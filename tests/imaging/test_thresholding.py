@@ -41,6 +41,16 @@ def test_smoothing_keeps_a_flat_field_and_centres_an_edge_on_a_half() -> None:
     assert across[5, 10, 10] == pytest.approx(1 - across[6, 10, 10], abs=1e-4) and 0.2 < across[5, 10, 10] < 0.4
 
 
+def test_smoothing_is_in_millimetres_along_rows_and_columns_apart() -> None:
+    dot = np.zeros((1, 41, 41), dtype=np.float32)
+    dot[0, 20, 20] = 1.0
+    out = smooth_probabilities(dot, (5.0, 0.5, 2.0), 2.0)[0]  # rows 0.5 mm apart, columns 2 mm: sigma 4 rows, 1 column
+    assert out.sum() == pytest.approx(1.0, abs=1e-3)
+    down_rows, along_cols = out[:, 20] / out[20, 20], out[20, :] / out[20, 20]
+    assert down_rows[24] == pytest.approx(np.exp(-0.5), rel=0.02)  # 4 rows = 2 mm = one sigma
+    assert along_cols[21] == pytest.approx(np.exp(-0.5), rel=0.02)  # 1 column = 2 mm = one sigma
+
+
 def _head() -> np.ndarray:
     """A 110 ml brain at 0.9, a doubtful (0.55) spot in its middle and a doubtful slab past its top."""
     probs = np.full((40, 40, 40), 0.05, dtype=np.float32)
@@ -81,18 +91,19 @@ def test_the_steps_are_stored_with_the_weights_and_checked(tmp_path: Path) -> No
         InferenceSpec(smooth_mm=-1)
 
 
-def test_the_segmenter_cuts_a_real_series_through_these_steps(shipped_segmenter: Segmenter, load_named) -> None:  # type: ignore[no-untyped-def]
-    def segmenter(spec: InferenceSpec) -> Segmenter:
-        return Segmenter(shipped_segmenter.network, replace(shipped_segmenter.info, inference=spec), "cpu")
-
-    philips = load_named("sag-t1-philips-ingenia")  # one view, to keep the test short
-    spec = InferenceSpec(threshold=0.6, end_threshold=0.4)
-    ends = segmenter(spec).segment(philips)
+def test_the_segmenter_runs_the_steps_on_fused_views_only(shipped_segmenter: Segmenter, load_named) -> None:  # type: ignore[no-untyped-def]
+    philips = load_named("sag-t1-philips-ingenia")
     pixel_spacing, slice_spacing = philips.slices[0].pixel_spacing, volume_slice_spacing(philips)
     assert pixel_spacing and slice_spacing
-    probs = segmenter(spec).predict_probabilities(philips.pixels, pixel_spacing, slice_spacing, volume_directions(philips))
-    raw = brain_voxels(probs, spec, False, (slice_spacing, *pixel_spacing))
-    assert np.array_equal(ends.mask, clean_mask(raw, philips.voxel_volume_ml()).mask)
-    plain = segmenter(InferenceSpec(threshold=0.6)).segment(philips)
-    assert ends.mask.sum() > plain.mask.sum()  # the brain's ends kept at the lower threshold
-    assert not (plain.mask & ~ends.mask).any()
+    fused = InferenceSpec(views=3, grid_size=160, step=3, threshold=0.6, end_threshold=0.4)
+    for spec, steps in ((fused, True), (replace(fused, views=1), False)):  # one view: the threshold alone
+        segmenter = Segmenter(shipped_segmenter.network, replace(shipped_segmenter.info, inference=spec), "cpu")
+        mask = segmenter.segment(philips).mask
+        probs = segmenter.predict_probabilities(philips.pixels, pixel_spacing, slice_spacing, volume_directions(philips))
+        plain = clean_mask(probs >= 0.6, philips.voxel_volume_ml()).mask
+        if steps:
+            raw = brain_voxels(probs, spec, False, (slice_spacing, pixel_spacing[0], pixel_spacing[1]))
+            assert np.array_equal(mask, clean_mask(raw, philips.voxel_volume_ml()).mask)
+            assert mask.sum() > plain.sum() and not (plain & ~mask).any()  # the brain's ends kept at the lower threshold
+        else:
+            assert np.array_equal(mask, plain)

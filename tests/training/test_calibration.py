@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 
 import pytest
@@ -61,11 +62,42 @@ def test_calibration_weighs_post_processing_variants_beside_the_thresholds() -> 
     assert list(table) == ["0.5", "0.6", "ends0.6/0.5"]
 
 
+def test_a_lone_epi_fold_is_calibrated_blind_among_its_own_thresholds() -> None:
+    # The T1 folds carry a winning variant; the only EPI fold has thresholds alone, so its blind
+    # choice (made on the T1 folds) must come from what it was scored with.
+    t1 = {h: _fold({0.5: [(955, 40, 45)], 0.6: [(900, 5, 100)]}) for h in ("a", "b")}
+    for fold in t1.values():
+        fold["thresholds"]["ends0.6/0.5"] = overall({"head/0": _row(960, 30, 40)})
+    epi = _fold({0.4: [(950, 20, 50)], 0.5: [(930, 10, 70)], 0.6: [(900, 5, 100)]})
+    chosen, summary = train_default.calibrate_folds({**t1, "epi": epi}, {"a": "t1", "b": "t1", "epi": "epi"})
+    assert chosen == {"t1": "ends0.6/0.5", "epi": "0.4"}
+    assert summary["per_head"]["epi"]["blind_threshold"] == "0.5"  # the T1 folds' best among 0.5 and 0.6
+    assert summary["per_head"]["a"]["blind_threshold"] == "ends0.6/0.5"
+
+
+def test_variants_scored_later_join_only_their_own_fold(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fold = _fold({0.5: [(955, 40, 45)], 0.6: [(900, 5, 100)]})
+    rows = {"0.5": fold["thresholds"]["0.5"], "ends0.6/0.5": overall({"head/0": _row(960, 30, 40)})}
+    path = tmp_path / "variants-a.json"
+    path.write_text(json.dumps({"weights": "dicom-node-brain-loo-a 1.4.0", "thresholds": rows}))
+    train_default.merge_variants("a", fold, path)
+    assert list(fold["thresholds"]) == ["0.5", "ends0.6/0.5", "0.6"]
+    with pytest.raises(SystemExit, match="not the network of the fold that held out b"):
+        train_default.merge_variants("b", _fold({0.5: [(955, 40, 45)]}, shipped=0.5), path)
+    other = {**rows, "0.5": overall({"head/0": _row(950, 40, 50)})}  # another network's 0.5
+    path.write_text(json.dumps({"weights": "dicom-node-brain-loo-a 1.4.0", "thresholds": other}))
+    with pytest.raises(SystemExit, match="not the same network or path"):
+        train_default.merge_variants("a", _fold({0.5: [(955, 40, 45)]}, shipped=0.5), path)
+    plain = _fold({0.5: [(955, 40, 45)]}, shipped=0.5)
+    train_default.merge_variants("c", plain, tmp_path / "variants-c.json")  # none scored: thresholds alone
+    assert list(plain["thresholds"]) == ["0.5"]
+
+
 
 def test_what_calibration_chose_becomes_the_node_inference() -> None:
     spec = train_default.chosen_inference({"t1": "ends0.6/0.5", "epi": "0.4"})
     assert (spec.threshold, spec.end_threshold, spec.smooth_mm, spec.epi_threshold) == (0.6, 0.5, 0.0, 0.4)
     assert (spec.views, spec.grid_size, spec.step) == (3, 160, 3)  # the recipe's way of running the network
-    spec = train_default.chosen_inference({"t1": "smooth1mm@0.65"})
+    spec = train_default.chosen_inference({"t1": "smooth1mm/0.65"})
     assert (spec.threshold, spec.end_threshold, spec.smooth_mm, spec.epi_threshold) == (0.65, None, 1.0, None)
     assert train_default.chosen_inference({"t1": "0.55", "epi": "0.45"}).threshold == 0.55
