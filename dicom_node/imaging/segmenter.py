@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from dicom_node.imaging.loading import MRSeries, position_key, volume_directions
-from dicom_node.imaging.model_info import InferenceSpec, ModelInfo
+from dicom_node.imaging.model_info import ModelInfo
 from dicom_node.imaging.network import NoModelWeightsError, brain_logit, load_weights, resolve_device
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 from dicom_node.imaging.postprocess import MIN_BRAIN_ML, clean_mask
@@ -38,11 +38,6 @@ from dicom_node.imaging.triplanar import Direction, triplanar_probabilities
 
 DEFAULT_BATCH_CPU = 8
 DEFAULT_BATCH_CUDA = 64
-# A stack fuses its three views only when its reformats show a head: enough slices over enough of
-# it. A 15-slice EPI slab of 75 mm gave reformats of a strip the network is unsure of (mean
-# probability 0.88 fused against 0.93 in one view), so it keeps one view.
-MIN_FUSED_SLICES = 16
-MIN_FUSED_EXTENT_MM = 120.0
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +158,7 @@ class Segmenter:
         pixel_spacing, slice_spacing = series.slices[0].pixel_spacing, volume_slice_spacing(series)
         probs = self.predict_probabilities(series.pixels, pixel_spacing, slice_spacing, volume_directions(series))
         voxel_ml = series.voxel_volume_ml()
-        spacing = None  # the 3D steps run only on fused views of a known geometry
-        if slice_spacing and pixel_spacing and fuses(self.info.inference, len(probs), slice_spacing):
-            spacing = (slice_spacing, pixel_spacing[0], pixel_spacing[1])
+        spacing = (slice_spacing, pixel_spacing[0], pixel_spacing[1]) if slice_spacing and pixel_spacing else None
         cleaned = clean_mask(brain_voxels(probs, self.info.inference, series.echo_planar, spacing, min_brain_ml), voxel_ml, min_brain_ml)
         volume = None
         if voxel_ml is not None:
@@ -200,7 +193,7 @@ def brain_probabilities(
         raise ValueError(f"pixels must be a non-empty (slices, rows, cols) stack, not shape {pixels.shape}.")
     volume = normalize(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device), intensity_window(pixels))
     spec = info.inference
-    if slice_spacing and fuses(spec, pixels.shape[0], slice_spacing):
+    if slice_spacing and spec.fuses(pixels.shape[0], slice_spacing):
         row_mm, col_mm = pixel_spacing or (1.0, 1.0)
         return triplanar_probabilities(run, volume, (slice_spacing, row_mm, col_mm), spec.grid_size, info.arch.input_size, spec.step, batch_size, directions).float().cpu().numpy()
     box = Letterbox.fit(pixels.shape[1], pixels.shape[2], info.arch.input_size, pixel_spacing)
@@ -209,12 +202,6 @@ def brain_probabilities(
         out = run(box.to_network(volume[start : start + batch_size]))
         probs[start : start + batch_size] = torch.sigmoid(box.from_network(brain_logit(out).float().to(volume.device)))
     return probs.cpu().numpy()
-
-
-def fuses(spec: InferenceSpec, n_slices: int, slice_spacing: float | None) -> bool:
-    """Whether a stack runs in three fused views: the model's inference says so and the stack is
-    one regular volume (``slice_spacing`` known) of enough slices and extent."""
-    return spec.views == 3 and bool(slice_spacing) and n_slices >= MIN_FUSED_SLICES and n_slices * (slice_spacing or 0.0) >= MIN_FUSED_EXTENT_MM
 
 
 def volume_slice_spacing(series: MRSeries) -> float | None:

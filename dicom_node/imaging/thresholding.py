@@ -10,7 +10,7 @@ calibrated on the held-out folds like the threshold (``models/train_default.py c
 - ``smooth_mm``: the probabilities are blurred by a 3D Gaussian first, for a smoother surface.
 
 Both are calibrated on fused probabilities, so they run only where the three views were fused
-(a regular volume, ``segmenter.fuses``) and on a T1-like contrast: an EPI, or a stack run slice by
+(``InferenceSpec.fuses``) and on a T1-like contrast: an EPI, or a stack run slice by
 slice, is cut at its threshold alone.
 """
 
@@ -64,12 +64,13 @@ def end_zone(core: np.ndarray, fraction: float = END_FRACTION) -> np.ndarray:
 def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool, spacing: Spacing | None, min_brain_ml: float = MIN_BRAIN_ML) -> np.ndarray:
     """The raw brain mask (bool, ``probs``' shape) before ``clean_mask``.
 
-    ``spacing`` is the stack's (slice, row, column) spacing when its three views were fused, else
-    None: then, and for an EPI, only the threshold applies. The ends are taken from the largest
+    ``spacing`` is the stack's (slice, row, column) spacing when it is one regular volume, else
+    None. Unless its three views were fused (``InferenceSpec.fuses``), and for an EPI, only the
+    threshold applies. The ends are taken from the largest
     component at the main threshold, and only when that is large enough to be a brain.
     """
     threshold = inference.threshold_for(echo_planar)
-    if echo_planar or spacing is None:
+    if echo_planar or spacing is None or not inference.fuses(len(probs), spacing[0]):
         return probs >= threshold
     if inference.smooth_mm > 0:
         probs = smooth_probabilities(probs, spacing, inference.smooth_mm)

@@ -10,7 +10,7 @@ from torch import nn
 
 from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo
 from dicom_node.imaging.postprocess import clean_mask
-from dicom_node.imaging.segmenter import brain_probabilities, fuses
+from dicom_node.imaging.segmenter import brain_probabilities
 from dicom_node.imaging.thresholding import brain_voxels
 from dicom_node.imaging.triplanar import Direction
 from dicom_node.training.data import Case, oriented_stack, stack_directions
@@ -29,11 +29,6 @@ def predict_probabilities(
     device = next(network.parameters()).device
     with torch.no_grad():
         return brain_probabilities(network, pixels, (spacing[1], spacing[2]), spacing[0], info, batch_size, device, directions)
-
-
-def _node_voxels(prob: np.ndarray, spec: InferenceSpec, echo_planar: bool, spacing: tuple[float, float, float]) -> np.ndarray:
-    """``brain_voxels`` as the segmenter calls it: the 3D steps only where the views were fused."""
-    return brain_voxels(prob, spec, echo_planar, spacing if fuses(spec, len(prob), spacing[0]) else None)
 
 
 def evaluate_case(
@@ -75,8 +70,8 @@ def evaluate_case(
         name = f"{case.name}/{names[axis]}"
         areas = ref.reshape(len(ref), -1).sum(axis=1)
         scored = areas >= min_reference_fraction * areas.max()  # every slice at 0
-        rows = ((_node_voxels(prob, info.inference, case.echo_planar, spacing), name), *((prob >= t, f"{name}@{t:g}") for t in thresholds),
-                *((_node_voxels(prob, spec, case.echo_planar, spacing), f"{name}@{key}") for key, spec in (variants or {}).items()))
+        rows = ((brain_voxels(prob, info.inference, case.echo_planar, spacing), name), *((prob >= t, f"{name}@{t:g}") for t in thresholds),
+                *((brain_voxels(prob, spec, case.echo_planar, spacing), f"{name}@{key}") for key, spec in (variants or {}).items()))
         for raw, key in rows:
             pred = clean_mask(raw, voxel_ml).mask
             results[key] = series_metrics(pred[scored], ref[scored], prob[scored])

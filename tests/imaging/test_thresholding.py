@@ -15,7 +15,8 @@ from dicom_node.imaging.postprocess import clean_mask
 from dicom_node.imaging.segmenter import Segmenter, volume_slice_spacing
 from dicom_node.imaging.thresholding import brain_voxels, end_zone, smooth_probabilities
 
-SPACING = (2.0, 2.0, 2.0)  # 0.008 ml a voxel
+SPACING = (3.0, 2.0, 2.0)  # 0.012 ml a voxel; 40 slices make 120 mm, enough to fuse the views
+FUSED = InferenceSpec(views=3, threshold=0.6)
 
 
 def test_end_zone_is_the_outer_tenth_of_the_brain_along_every_axis() -> None:
@@ -52,7 +53,7 @@ def test_smoothing_is_in_millimetres_along_rows_and_columns_apart() -> None:
 
 
 def _head() -> np.ndarray:
-    """A 110 ml brain at 0.9, a doubtful (0.55) spot in its middle and a doubtful slab past its top."""
+    """A 166 ml brain at 0.9, a doubtful (0.55) spot in its middle and a doubtful slab past its top."""
     probs = np.full((40, 40, 40), 0.05, dtype=np.float32)
     probs[8:32, 8:32, 8:32] = 0.9
     probs[18:22, 18:22, 18:22] = 0.55
@@ -61,22 +62,22 @@ def _head() -> np.ndarray:
 
 
 def test_the_end_threshold_applies_at_the_ends_of_the_brain_only() -> None:
-    probs, spec = _head(), InferenceSpec(threshold=0.6, end_threshold=0.5)
+    probs, spec = _head(), replace(FUSED, end_threshold=0.5)
     mask = brain_voxels(probs, spec, echo_planar=False, spacing=SPACING)
     assert mask[33, 20, 20] and not mask[20, 20, 20]  # past the top: brain at 0.5; the middle still needs 0.6
-    plain = brain_voxels(probs, InferenceSpec(threshold=0.6), echo_planar=False, spacing=SPACING)
+    plain = brain_voxels(probs, FUSED, echo_planar=False, spacing=SPACING)
     assert np.array_equal(plain, probs >= 0.6)
     assert np.array_equal(brain_voxels(probs, spec, echo_planar=True, spacing=SPACING), probs >= 0.6)  # an EPI: its threshold alone
     assert np.array_equal(brain_voxels(probs, spec, echo_planar=False, spacing=None), probs >= 0.6)  # no regular volume
     speck = np.full((40, 40, 40), 0.55, dtype=np.float32)
-    speck[18:21, 18:21, 18:21] = 0.9  # 0.2 ml: too small to be a brain, so it has no ends
+    speck[18:21, 18:21, 18:21] = 0.9  # 0.3 ml: too small to be a brain, so it has no ends
     assert np.array_equal(brain_voxels(speck, spec, echo_planar=False, spacing=SPACING), speck >= 0.6)
 
 
 def test_smoothing_runs_before_the_threshold() -> None:
     probs = _head()
-    smoothed = brain_voxels(probs, InferenceSpec(threshold=0.6, smooth_mm=2.0), echo_planar=False, spacing=SPACING)
-    assert np.array_equal(smoothed, smooth_probabilities(probs, SPACING, 2.0) >= 0.6)
+    smoothed = brain_voxels(probs, replace(FUSED, smooth_mm=3.0), echo_planar=False, spacing=SPACING)
+    assert np.array_equal(smoothed, smooth_probabilities(probs, SPACING, 3.0) >= 0.6)
     assert smoothed[20, 20, 20]  # the doubtful spot in the middle is smoothed into the brain
 
 
