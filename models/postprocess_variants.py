@@ -117,13 +117,12 @@ def score_node_variants(network, info: ModelInfo, case: Case, only: Sequence[str
     orientations through ``evaluate_case``, as a fold's JSON: ``series`` at the weights' own way
     of running, and ``thresholds`` with the pooled rows at 0.5 and 0.6 (which must match the
     fold's own) and of each variant, which ``train_default.py calibrate`` merges."""
-    from train_default import VARIANTS
+    from train_default import VARIANTS, pooled_rows
 
     variants = {k: v for k, v in VARIANTS.items() if not only or k in only}
     scored = evaluate_case(network, info, case, axes="all", thresholds=(0.5, 0.6), variants=variants)
-    keys = ("0.5", "0.6", *variants)
     return {"weights": f"{info.name} {info.version}", "series": {k: v for k, v in scored.items() if "@" not in k},
-            "thresholds": {key: overall({k: v for k, v in scored.items() if k.endswith(f"@{key}")}) for key in keys},
+            "thresholds": pooled_rows(scored, ("0.5", "0.6", *variants)),
             "variant_series": {k: v for k, v in scored.items() if "@" in k}}
 
 

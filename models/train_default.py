@@ -207,7 +207,12 @@ def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None =
 def by_threshold(scored: dict[str, dict[str, float]], variants: Iterable[str] = ()) -> dict[str, dict[str, float]]:
     """The pooled metrics at each ``CALIBRATION`` threshold and of each of ``variants``, from
     ``evaluate_case``'s ``NAME@T`` and ``NAME@VARIANT`` rows."""
-    return {key: overall({k: v for k, v in scored.items() if k.endswith(f"@{key}")}) for key in (*(f"{t:g}" for t in CALIBRATION), *variants)}
+    return pooled_rows(scored, (*(f"{t:g}" for t in CALIBRATION), *variants))
+
+
+def pooled_rows(scored: dict[str, dict[str, float]], keys: Iterable[str]) -> dict[str, dict[str, float]]:
+    """For each of ``keys``, the pooled metrics of ``evaluate_case``'s ``NAME@KEY`` rows."""
+    return {key: overall({k: v for k, v in scored.items() if k.endswith(f"@{key}")}) for key in keys}
 
 
 TARGET = 0.95  # pooled precision and recall the calibrated thresholds must reach where they can
