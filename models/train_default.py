@@ -320,10 +320,13 @@ def calibrate_folds(folds: dict[str, dict], contrast: dict[str, str]) -> tuple[d
 
 
 def chosen_inference(chosen: dict[str, str]) -> InferenceSpec:
-    """``INFERENCE`` with what calibration chose: a T1 threshold or one of ``VARIANTS``, and an EPI
-    threshold when there were EPI folds."""
+    """``INFERENCE`` with what calibration chose: a T1 threshold or one of ``VARIANTS``, and the
+    EPI threshold. Without an EPI fold there is none, and the node would cut EPI at the T1
+    threshold, so that is refused."""
+    if "epi" not in chosen:
+        raise SystemExit("no EPI fold was calibrated (sdcflows-epi's loo JSON is missing), so no EPI threshold: run that fold before --apply")
     t1 = VARIANTS[chosen["t1"]] if chosen["t1"] in VARIANTS else replace(INFERENCE, threshold=float(chosen["t1"]))
-    return replace(t1, epi_threshold=float(chosen["epi"]) if "epi" in chosen else None)
+    return replace(t1, epi_threshold=float(chosen["epi"]))
 
 
 def set_inference(inference: InferenceSpec, version: str, card: dict[str, str]) -> None:

@@ -98,6 +98,12 @@ def test_what_calibration_chose_becomes_the_node_inference() -> None:
     spec = train_default.chosen_inference({"t1": "ends0.6/0.5", "epi": "0.4"})
     assert (spec.threshold, spec.end_threshold, spec.smooth_mm, spec.epi_threshold) == (0.6, 0.5, 0.0, 0.4)
     assert (spec.views, spec.grid_size, spec.step) == (3, 160, 3)  # the recipe's way of running the network
-    spec = train_default.chosen_inference({"t1": "smooth1mm/0.65"})
-    assert (spec.threshold, spec.end_threshold, spec.smooth_mm, spec.epi_threshold) == (0.65, None, 1.0, None)
+    spec = train_default.chosen_inference({"t1": "smooth1mm/0.65", "epi": "0.45"})
+    assert (spec.threshold, spec.end_threshold, spec.smooth_mm, spec.epi_threshold) == (0.65, None, 1.0, 0.45)
     assert train_default.chosen_inference({"t1": "0.55", "epi": "0.45"}).threshold == 0.55
+
+
+def test_applying_a_calibration_without_an_epi_fold_is_refused() -> None:
+    """Folds without the EPI one choose no EPI threshold; applied, EPI would be cut at T1's."""
+    with pytest.raises(SystemExit, match="no EPI fold"):
+        train_default.chosen_inference({"t1": "0.55"})
