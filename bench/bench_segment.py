@@ -1,10 +1,10 @@
 """Segmentation speed on the Siemens series (192 slices): dicom-node against deepbet, same run.
 
-    .venv/bin/python bench/bench_segment.py [--device cpu|cuda] [--repeats 3] [--series DIR]
+    .venv/bin/python bench/bench_segment.py [--device cpu|cuda] [--repeats 3] [--series DIR] [--weights FILE]
 
 Rows: dicom-node segmentation alone (network + post-processing), dicom-node whole series (load,
 segment, pseudocolor, SEG, SC, write), deepbet on a NIfTI of the same series, and deepbet plus
-the DICOM load it needs. The shipped model (``DICOM_NODE_MODEL_WEIGHTS`` if set): the network's
+the DICOM load it needs. The shipped model (or ``--weights``): the network's
 speed does not depend on its weights, but post-processing, pseudocolor and SEG time depend on the
 mask, and a random network's mask is noise of any size. deepbet (``pip install deepbet``) is optional; without it its rows say so. Prints a
 table and writes bench/out/segment.json. Best of ``--repeats`` after one warm-up.
@@ -47,13 +47,14 @@ def main() -> int:
     parser.add_argument("--series", type=Path, default=DEFAULT_SERIES)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--weights", type=Path, default=default_weights_path(), help="a weights file to time instead of the shipped one")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "segment.json")
     args = parser.parse_args()
 
     torch.set_num_threads(os.cpu_count() or 1)
     (paths,) = scan_folder(args.series).series.values()
     work = Path(tempfile.mkdtemp(prefix="bench-segment-"))
-    segmenter = get_segmenter(default_weights_path(), args.device)
+    segmenter = get_segmenter(args.weights, args.device)
     arch = segmenter.info.arch
     series = load_series(paths)
     n = series.n_slices
