@@ -50,8 +50,9 @@ class InferenceSpec:
     echo-planar series (fMRI, diffusion, spin-echo EPI), on which a network trained mostly on T1 is
     less sure of the brain's edge. ``end_threshold`` (a threshold for the ends of the brain) and
     ``smooth_mm`` (a 3D Gaussian on the probabilities first) are for regular T1-like volumes
-    (``dicom_node.imaging.thresholding``). A weights file without them gets the defaults: one
-    view at 0.5, as every model before 1.3.0 was run.
+    (``dicom_node.imaging.thresholding``). ``mirror`` averages each slice's logits with those of its
+    left-right mirror (``dicom_node.imaging.mirror``). A weights file without them gets the
+    defaults: one view at 0.5, as every model before 1.3.0 was run.
     """
 
     views: int = 1
@@ -61,10 +62,13 @@ class InferenceSpec:
     epi_threshold: float | None = None
     end_threshold: float | None = None
     smooth_mm: float = 0.0
+    mirror: bool = False
 
     def __post_init__(self) -> None:
         if self.views not in (1, 3):
             raise ValueError(f"inference views must be 1 or 3, not {self.views}.")
+        if not isinstance(self.mirror, bool):
+            raise ValueError(f"inference mirror must be true or false, not {self.mirror!r}.")
         if not 0.0 <= self.smooth_mm <= 10.0:
             raise ValueError(f"inference smooth_mm must lie between 0 and 10, not {self.smooth_mm}.")
         for name, value in (("threshold", self.threshold), ("epi_threshold", self.epi_threshold), ("end_threshold", self.end_threshold)):

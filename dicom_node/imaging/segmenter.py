@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from dicom_node.imaging.loading import MRSeries, position_key, volume_directions
+from dicom_node.imaging.mirror import mirrored
 from dicom_node.imaging.model_info import ModelInfo
 from dicom_node.imaging.network import NoModelWeightsError, brain_logit, load_weights, resolve_device
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
@@ -193,6 +194,8 @@ def brain_probabilities(
         raise ValueError(f"pixels must be a non-empty (slices, rows, cols) stack, not shape {pixels.shape}.")
     volume = normalize(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device), intensity_window(pixels))
     spec = info.inference
+    if spec.mirror:
+        run = mirrored(run)
     if slice_spacing and spec.fuses(pixels.shape[0], slice_spacing):
         row_mm, col_mm = pixel_spacing or (1.0, 1.0)
         return triplanar_probabilities(run, volume, (slice_spacing, row_mm, col_mm), spec.grid_size, info.arch.input_size, spec.step, batch_size, directions).float().cpu().numpy()
