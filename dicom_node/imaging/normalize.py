@@ -24,9 +24,7 @@ _MAX_SAMPLES = 2_000_000  # percentiles on a strided sample: same result, a frac
 
 def intensity_window(volume: np.ndarray, low: float = LOW_PERCENTILE, high: float = HIGH_PERCENTILE) -> tuple[float, float]:
     """Robust (low, high) intensities of the nonzero voxels; (0, 1) for an all-zero series."""
-    flat = volume.reshape(-1)
-    if flat.size > _MAX_SAMPLES:
-        flat = flat[:: flat.size // _MAX_SAMPLES + 1]
+    flat = strided_sample(volume)
     nonzero = flat[flat != 0]
     if nonzero.size == 0:
         return 0.0, 1.0
@@ -34,6 +32,13 @@ def intensity_window(volume: np.ndarray, low: float = LOW_PERCENTILE, high: floa
     if not hi > lo:
         hi = lo + 1.0
     return float(lo), float(hi)
+
+
+def strided_sample(volume: np.ndarray, limit: int = _MAX_SAMPLES) -> np.ndarray:
+    """At most about ``limit`` voxels of ``volume``, evenly strided: its percentiles are the volume's
+    to well within a grey level, at a fraction of the time of a full sort of a 12-million-voxel series."""
+    flat = volume.reshape(-1)
+    return flat[:: flat.size // limit + 1] if flat.size > limit else flat
 
 
 def normalize(volume: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dicom_node.imaging.loading import MRSeries
+from dicom_node.imaging.normalize import strided_sample
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def measure(
         return None
     depth, row_mm, col_mm = spacing
     slices, rows, cols = np.nonzero(mask.any(axis=(1, 2)))[0], np.nonzero(mask.any(axis=(0, 2)))[0], np.nonzero(mask.any(axis=(0, 1)))[0]
-    head = pixels > 0.1 * float(np.percentile(pixels, 99.5))
+    head = pixels > 0.1 * float(np.percentile(strided_sample(pixels), 99.5))
     voxels = int(mask.sum())
     return BrainMeasures(
         volume_ml=voxels * depth * row_mm * col_mm / 1000.0,
