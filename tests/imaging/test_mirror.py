@@ -13,10 +13,7 @@ from dicom_node.imaging.model_info import ArchSpec, InferenceSpec
 from dicom_node.imaging.network import ModelWeightsError, brain_logit, build_network, load_weights, save_weights
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 from dicom_node.imaging.segmenter import Segmenter
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+from dicom_node.training.metrics import batch_dice
 
 
 @torch.inference_mode()
@@ -48,7 +45,7 @@ def test_the_mirror_moves_the_shipped_mask_at_its_edge_only(shipped_segmenter: S
     info = shipped_segmenter.info
     mirrored_segmenter = Segmenter(shipped_segmenter.network, replace(info, inference=replace(info.inference, mirror=True)), "cpu")
     plain, mirror = shipped_segmenter.segment(series), mirrored_segmenter.segment(series)
-    assert 0.98 < dice(plain.mask, mirror.mask) < 1.0
+    assert 0.98 < batch_dice(mirror.mask, plain.mask) < 1.0
     assert mirror.volume_ml == pytest.approx(plain.volume_ml, rel=0.02)
 
 

@@ -15,18 +15,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "models"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import train_default as td
 
+from dicom_node.imaging.mirror import mirrored
 from dicom_node.imaging.model_info import ModelInfo
 from dicom_node.training.evaluate import evaluate_case
 from dicom_node.training.metrics import overall
 
 
 class Flip(nn.Module):
+    """The network with every slice's logits averaged with its mirror's (the node's mirror, on every slice)."""
+
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        self.run = mirrored(net, min_probability=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.net(x) + self.net(x.flip(-1)).flip(-1)) / 2
+        return self.run(x)
 
 
 held, ckpt = sys.argv[1], Path(sys.argv[2])
