@@ -1,4 +1,4 @@
-"""Output objects as DICOM Part 10 files, each written whole or not at all (``storage.atomic_file``).
+"""Output objects as DICOM Part 10 files, each written whole or not at all (``storage.atomic_files``).
 
 The SC images of a series share most of their element objects (``sc.py``), and pydicom encodes
 every element of every file anew: for the 192 images of the Siemens series that took longer
@@ -18,10 +18,10 @@ from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
+from pydicom.filewriter import correct_ambiguous_vr_element, dcmwrite, write_data_element, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_node.receive.storage import atomic_file, sync_folder
+from dicom_node.receive.storage import atomic_files
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,7 @@ def write_dataset(ds: Dataset, folder: Path) -> Path:
 def write_datasets(datasets: Iterable[Dataset], folder: Path) -> list[Path]:
     """Write each dataset as ``folder/<SOP Instance UID>.dcm``; shared elements are encoded once."""
     cache: ElementCache = {}
-    paths = []
-    for ds in datasets:
-        target = folder / f"{ds.SOPInstanceUID}.dcm"
-        with atomic_file(target, sync_folder=False) as fh:
-            fh.write(encode_part10(ds, cache))
-        paths.append(target)
-    if paths:
-        sync_folder(folder)
-    return paths
+    return atomic_files(folder, ((f"{ds.SOPInstanceUID}.dcm", encode_part10(ds, cache)) for ds in datasets))
 
 
 def encode_part10(ds: Dataset, cache: ElementCache | None = None) -> bytes:
@@ -75,7 +67,8 @@ def encode_part10(ds: Dataset, cache: ElementCache | None = None) -> bytes:
 
     Elements found in ``cache`` (by identity) are not encoded again. Only explicit VR little
     endian datasets built in memory take this path; anything else (a dataset read from a file,
-    another transfer syntax, an ambiguous VR at the top level) is left to ``dcmwrite``.
+    another transfer syntax) is left to ``dcmwrite``. An ambiguous VR at the top level (a SEG's
+    Pixel Data, "OB or OW") is resolved first, in place, as ``dcmwrite`` resolves it.
     """
     if ds.file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian or None not in ds.original_encoding:
         return _dcmwrite_bytes(ds)
@@ -84,6 +77,11 @@ def encode_part10(ds: Dataset, cache: ElementCache | None = None) -> bytes:
     meta = FileMetaDataset({tag: copy.copy(element) for tag, element in ds.file_meta.items()})
     meta.MediaStorageSOPClassUID = ds.SOPClassUID  # as dcmwrite does: the meta names the dataset
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for element in ds:  # before any encoding: finding one midway meant encoding twice
+        if " or " in element.VR:
+            correct_ambiguous_vr_element(element, ds, True)
+            if " or " in element.VR:  # unresolvable here: dcmwrite decides what to do with it
+                return _dcmwrite_bytes(ds)
     charset = ds.get("SpecificCharacterSet", "iso8859")
     cache = {} if cache is None else cache
     out = _explicit_little_buffer()
@@ -96,8 +94,6 @@ def encode_part10(ds: Dataset, cache: ElementCache | None = None) -> bytes:
         element = ds[tag]
         hit = cache.get(id(element))
         if hit is None:
-            if " or " in element.VR:  # dcmwrite resolves ambiguous VRs from the dataset first
-                return _dcmwrite_bytes(ds)
             one = _explicit_little_buffer()
             write_data_element(one, element, charset)
             hit = cache[id(element)] = (element, one.getvalue())

