@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from dicom_node.imaging.segmenter import get_segmenter
     from dicom_node.models.shipped import configured_weights
     from dicom_node.outputs.common import OutputBuildError
-    from dicom_node.series.pipeline import process_series, uid_seed_for
+    from dicom_node.series.pipeline import process_series, uid_seed_for, warm_up
     from dicom_node.series.selection import RulesError, load_rules
 
     try:
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         scan = scan_folder(args.input_dir)
     except SeriesLoadError as exc:
         return _fail(str(exc), EXIT_UNUSABLE)
+    warm_up()  # as the node does at start-up
 
     for skipped in scan.skipped:
         tqdm.write(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)

@@ -6,7 +6,6 @@ a series is segmented, and a slow PACS does not hold back series completion.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
@@ -131,13 +130,9 @@ class Node:
             from dicom_node.series.pipeline import warm_up  # highdicom loads here, not at import
 
             load_handlers()
-            warm_up()
+            warm_up()  # and what start-up made is out of the garbage collector's reach from here on
         except Exception:  # only speed is lost: the first job imports what it needs
             log.exception("warming up the job handlers failed")
-        # What start-up made (modules, the model, the standard's tables) lives as long as the
-        # process: out of the collector's reach, a full collection no longer walks it. Those
-        # walks took up to 0.4 s each, several per series, at random points of its processing.
-        gc.freeze()
 
         def step() -> None:
             while not self.stop_event.is_set():
