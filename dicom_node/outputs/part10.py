@@ -68,7 +68,8 @@ def encode_part10(ds: Dataset, cache: ElementCache | None = None) -> bytes:
     Elements found in ``cache`` (by identity) are not encoded again. Only explicit VR little
     endian datasets built in memory take this path; anything else (a dataset read from a file,
     another transfer syntax) is left to ``dcmwrite``. An ambiguous VR at the top level (a SEG's
-    Pixel Data, "OB or OW") is resolved first, in place, as ``dcmwrite`` resolves it.
+    Pixel Data, "OB or OW") is resolved in place, as ``dcmwrite`` resolves it; handing the SEG to
+    ``dcmwrite`` when it was met, after everything else was encoded, encoded the SEG twice.
     """
     if ds.file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian or None not in ds.original_encoding:
         return _dcmwrite_bytes(ds)
@@ -77,11 +78,6 @@ def encode_part10(ds: Dataset, cache: ElementCache | None = None) -> bytes:
     meta = FileMetaDataset({tag: copy.copy(element) for tag, element in ds.file_meta.items()})
     meta.MediaStorageSOPClassUID = ds.SOPClassUID  # as dcmwrite does: the meta names the dataset
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for element in ds:  # before any encoding: finding one midway meant encoding twice
-        if " or " in element.VR:
-            correct_ambiguous_vr_element(element, ds, True)
-            if " or " in element.VR:  # unresolvable here: dcmwrite decides what to do with it
-                return _dcmwrite_bytes(ds)
     charset = ds.get("SpecificCharacterSet", "iso8859")
     cache = {} if cache is None else cache
     out = _explicit_little_buffer()
@@ -94,6 +90,10 @@ def encode_part10(ds: Dataset, cache: ElementCache | None = None) -> bytes:
         element = ds[tag]
         hit = cache.get(id(element))
         if hit is None:
+            if " or " in element.VR:  # resolved from the dataset, in place, as dcmwrite resolves it
+                correct_ambiguous_vr_element(element, ds, True)
+                if " or " in element.VR:  # unresolvable here: dcmwrite decides what to do with it
+                    return _dcmwrite_bytes(ds)
             one = _explicit_little_buffer()
             write_data_element(one, element, charset)
             hit = cache[id(element)] = (element, one.getvalue())
