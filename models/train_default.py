@@ -35,10 +35,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dicom_node.imaging.mirror import mirrored  # noqa: E402
 from dicom_node.imaging.model_info import InferenceSpec, ModelInfo  # noqa: E402
 from dicom_node.imaging.network import load_weights, save_weights  # noqa: E402
 from dicom_node.training.curves import plot_history  # noqa: E402
@@ -202,6 +204,19 @@ def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None =
             print(f"{group}:\n" + format_table({}, summary[group]["overall"]), "\none view at 0.5:\n" + format_table({}, summary[group]["one_view_overall"]), flush=True)
     (results_dir / "score.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+class EverySliceMirrored(nn.Module):
+    """``net`` with every slice's logits averaged with its mirror's (the node's mirror with no slice
+    spared), as a module for ``evaluate_case``: the experiments' unrestricted mirror."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.run = mirrored(net, min_probability=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
 
 
 def by_threshold(scored: dict[str, dict[str, float]], variants: Iterable[str] = ()) -> dict[str, dict[str, float]]:

@@ -18,23 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "models"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import train_default as td
 
-from dicom_node.imaging.mirror import mirrored
 from dicom_node.imaging.model_info import ModelInfo
 from dicom_node.imaging.network import load_weights
 from dicom_node.training.evaluate import evaluate_case
 from dicom_node.training.metrics import overall
-
-
-class MirrorEvery(nn.Module):
-    """The network with every slice mirrored (min probability 0): the unrestricted mirror."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.run = mirrored(net, min_probability=0.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run(x)
 
 
 class MirrorAlternate(nn.Module):
@@ -63,7 +50,7 @@ out = {"inference": str(shipped)}
 for name, spec, model in [
     ("shipped", shipped, net),
     ("shipped+mirror", replace(shipped, mirror=True), net),
-    ("shipped+mirror-every-slice", shipped, MirrorEvery(net)),
+    ("shipped+mirror-every-slice", shipped, td.EverySliceMirrored(net)),
     ("step4+mirror", replace(shipped, mirror=True, step=4), net),
     ("step5+mirror", replace(shipped, mirror=True, step=5), net),
     ("mirror-alternate", shipped, MirrorAlternate(net)),

@@ -9,29 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "models"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import train_default as td
 
-from dicom_node.imaging.mirror import mirrored
 from dicom_node.imaging.model_info import ModelInfo
 from dicom_node.training.evaluate import evaluate_case
 from dicom_node.training.metrics import overall
-
-
-class Flip(nn.Module):
-    """The network with every slice's logits averaged with its mirror's (the node's mirror, on every slice)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.run = mirrored(net, min_probability=0.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run(x)
-
 
 held, ckpt = sys.argv[1], Path(sys.argv[2])
 torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
@@ -40,8 +25,8 @@ net, info = td.load_weights(ckpt)
 out = {}
 for name, spec, model in [
     ("step3", td.INFERENCE, net),
-    ("step3+flip", td.INFERENCE, Flip(net)),
-    ("step6+flip", replace(td.INFERENCE, step=6), Flip(net)),
+    ("step3+flip", td.INFERENCE, td.EverySliceMirrored(net)),
+    ("step6+flip", replace(td.INFERENCE, step=6), td.EverySliceMirrored(net)),
     ("step1", replace(td.INFERENCE, step=1), net),
 ]:
     t = time.perf_counter()
