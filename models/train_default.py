@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dicom_node.imaging.mirror import mirrored  # noqa: E402
-from dicom_node.imaging.model_info import InferenceSpec, ModelInfo  # noqa: E402
+from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo  # noqa: E402
 from dicom_node.imaging.network import load_weights, save_weights  # noqa: E402
 from dicom_node.training.curves import plot_history  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases, save_cases  # noqa: E402
@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget per training run (LR schedule follows it)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
+    parser.add_argument("--context-mm", type=float, default=0.0, help="show the network each slice between its neighbours this far away (3 input channels; default: none)")
     parser.add_argument("--apply", metavar="VERSION", help="calibrate: write what it chose into the shipped weights, as this model version (1.4.1)")
     parser.add_argument("--weights", type=Path, default=WEIGHTS, help="the weights that score scores (default: the shipped ones; a fold's loo-HEAD.pt)")
     args = parser.parse_args(argv)
@@ -387,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         run_score(args.heads or [*NEVER_SEEN, *MORE_NEVER_SEEN, *EPI_SLABS], args.results, args.cases, args.weights)
         return 0
     recipe = replace(RECIPE, epochs=args.epochs or RECIPE.epochs, max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed)
+    if args.context_mm:
+        recipe = replace(recipe, arch=ArchSpec(in_channels=3, context_mm=args.context_mm))
     if args.phase in ("all", "loo"):
         run_loo(args.heads or list(HEADS), recipe, args.cases, args.results)
     if args.phase in ("all", "final"):

@@ -14,7 +14,11 @@ MIN_FUSED_EXTENT_MM = 120.0
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """What is needed to rebuild the network: encoder, input size, channels."""
+    """What is needed to rebuild the network and feed it: encoder, input size, channels.
+
+    ``in_channels`` 1 shows the network one slice; 3 shows it the slice between its two
+    neighbours ``context_mm`` away along the stack (``dicom_node.imaging.context``).
+    """
 
     encoder_name: str = "tu-mobilenetv3_large_100"
     input_size: int = 160
@@ -22,12 +26,15 @@ class ArchSpec:
     classes: int = 1
     encoder_output_stride: int = 16
     decoder_channels: int = 128
+    context_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if self.input_size < 32 or self.input_size % 16:
             raise ValueError(f"arch input_size must be a multiple of 16 and >= 32, not {self.input_size}.")
-        if self.in_channels != 1:
-            raise ValueError(f"arch in_channels must be 1 (grayscale MR), not {self.in_channels}.")
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"arch in_channels must be 1 (a slice) or 3 (a slice and its two neighbours), not {self.in_channels}.")
+        if (self.in_channels == 3) != (self.context_mm > 0) or not 0.0 <= self.context_mm <= 20.0:
+            raise ValueError(f"arch context_mm must lie in (0, 20] with 3 input channels and be 0 with 1, not {self.context_mm} with {self.in_channels}.")
         if self.classes not in (1, 2):
             raise ValueError(f"arch classes must be 1 (brain logit) or 2 (background, brain), not {self.classes}.")
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dicom_node.imaging.context import context_offset, network_input
 from dicom_node.imaging.loading import MRSeries, position_key, volume_directions
 from dicom_node.imaging.mirror import mirrored
 from dicom_node.imaging.model_info import ModelInfo
@@ -193,16 +194,19 @@ def brain_probabilities(
     if pixels.ndim != 3 or pixels.shape[0] == 0:
         raise ValueError(f"pixels must be a non-empty (slices, rows, cols) stack, not shape {pixels.shape}.")
     volume = normalize(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device), intensity_window(pixels))
-    spec = info.inference
+    spec, arch = info.inference, info.arch
     if spec.mirror:
         run = mirrored(run)
     if slice_spacing and spec.fuses(pixels.shape[0], slice_spacing):
         row_mm, col_mm = pixel_spacing or (1.0, 1.0)
-        return triplanar_probabilities(run, volume, (slice_spacing, row_mm, col_mm), spec.grid_size, info.arch.input_size, spec.step, batch_size, directions).float().cpu().numpy()
+        return triplanar_probabilities(
+            run, volume, (slice_spacing, row_mm, col_mm), spec.grid_size, info.arch.input_size, spec.step, batch_size, directions, arch.in_channels, arch.context_mm
+        ).float().cpu().numpy()
     box = Letterbox.fit(pixels.shape[1], pixels.shape[2], info.arch.input_size, pixel_spacing)
+    offset = context_offset(slice_spacing, arch.context_mm)  # a stack without a regular spacing: each slice its own context
     probs = torch.empty(pixels.shape, dtype=torch.float32, device=volume.device)
     for start in range(0, pixels.shape[0], batch_size):
-        out = run(box.to_network(volume[start : start + batch_size]))
+        out = run(network_input(volume, np.arange(start, min(start + batch_size, pixels.shape[0])), box, arch.in_channels, offset))
         probs[start : start + batch_size] = torch.sigmoid(box.from_network(brain_logit(out).float().to(volume.device)))
     return probs.cpu().numpy()
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dicom_node.imaging.context import context_offset, network_input
 from dicom_node.imaging.network import brain_logit
 from dicom_node.imaging.normalize import Letterbox
 
@@ -64,13 +65,14 @@ def head_up(rows: Direction | None, cols: Direction | None) -> tuple[bool, bool]
 
 def view_probabilities(
     run: Runner, volume: torch.Tensor, axis: int, grid: Sequence[int], input_size: int, step: int, batch_size: int,
-    directions: Sequence[Direction] | None = None,
+    directions: Sequence[Direction] | None = None, channels: int = 1, offset: int = 0,
 ) -> torch.Tensor:
     """Brain probability on the common ``grid`` (volume axes) from the slices of one view.
 
     ``volume`` is the normalised ``(n, rows, cols)`` series. The view's grid slices are mapped to
     source slices (nearest), every ``step``-th one (and the last) is run, and the rest are
-    interpolated linearly between them.
+    interpolated linearly between them. With 3 ``channels`` each runs between its neighbours
+    ``offset`` source slices away (``dicom_node.imaging.context``).
     """
     order = VIEW_AXES[axis]
     swap, flip = head_up(*(directions[a] for a in order[1:])) if directions is not None else (False, False)
@@ -87,8 +89,7 @@ def view_probabilities(
     box = _box(view.shape, view_grid, input_size)
     probs = []
     for start in range(0, sources.size, batch_size):
-        chunk = view[torch.from_numpy(sources[start : start + batch_size]).to(view.device)]
-        out = run(box.to_network(chunk))
+        out = run(network_input(view, sources[start : start + batch_size], box, channels, offset))
         probs.append(torch.sigmoid(brain_logit(out.to(view.device)).float())[:, 0, box.top : box.top + box.inner_rows, box.left : box.left + box.inner_cols])
     sampled = torch.cat(probs)  # (len(sources), grid rows, grid cols) of the view
     # linear interpolation from the sampled source slices to every grid slice
@@ -107,18 +108,22 @@ def view_probabilities(
 
 def triplanar_probabilities(
     run: Runner, volume: torch.Tensor, spacing: Sequence[float], grid_size: int, input_size: int | None = None, step: int = 2, batch_size: int = 16,
-    directions: Sequence[Direction] | None = None,
+    directions: Sequence[Direction] | None = None, channels: int = 1, context_mm: float = 0.0,
 ) -> torch.Tensor:
     """Mean brain probability of the three views, ``(n, rows, cols)`` like ``volume``.
 
     ``spacing`` is (slice spacing, row spacing, column spacing) in mm; ``volume`` is normalised.
     The head spans ``grid_size`` pixels of the network's ``input_size`` (default: the same).
     ``directions`` are the patient directions of increasing index along the volume's three axes.
+    A network of 3 ``channels`` sees each slice between its neighbours ``context_mm`` away.
     """
     input_size = input_size or grid_size
     if grid_size > input_size:
         raise ValueError(f"the grid ({grid_size}) cannot be larger than the network input ({input_size}).")
     _, grid = common_grid(volume.shape, spacing, grid_size)
-    fused = sum(view_probabilities(run, volume, axis, grid, input_size, step, batch_size, directions) for axis in (0, 1, 2)) / 3.0
+    fused = sum(
+        view_probabilities(run, volume, axis, grid, input_size, step, batch_size, directions, channels, context_offset(spacing[axis], context_mm))
+        for axis in (0, 1, 2)
+    ) / 3.0
     assert isinstance(fused, torch.Tensor)
     return F.interpolate(fused[None, None], size=tuple(volume.shape), mode="trilinear", align_corners=False)[0, 0]

@@ -61,7 +61,22 @@ def augment(
     rng: np.random.Generator,
     config: AugmentConfig = AugmentConfig(),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One random augmentation of a slice; returns ``(image float32 in [0, 1], mask bool)``."""
+    """One random augmentation of a slice; returns ``(image float32 in [0, 1], mask bool)``.
+
+    ``image`` is ``(S, S)`` or ``(C, S, S)``: a slice with its neighbours (``mask`` is the middle
+    slice's) gets one transform and one contrast for all its channels, and comes back as given.
+    """
+    if image.ndim == 2:
+        return _augment(image, mask, valid, rng, config)
+    if image.shape[0] == 1:
+        out, target = _augment(image[0], mask, valid, rng, config)
+        return out[None], target
+    out, target = _augment(np.ascontiguousarray(image.transpose(1, 2, 0)), mask, valid, rng, config)  # channels last, for cv2
+    return np.ascontiguousarray(out.transpose(2, 0, 1)), target
+
+
+def _augment(image: np.ndarray, mask: np.ndarray, valid: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``augment`` of an ``(S, S)`` slice or an ``(S, S, C)`` one with its channels last."""
     image = image.astype(np.float32, copy=True)
     valid_f = valid.astype(np.float32)
     maskf = mask.astype(np.float32)
@@ -72,6 +87,11 @@ def augment(
     image = intensity(image, target, region, rng, config)
     image[~region] = 0.0
     return image, target
+
+
+def _per_pixel(values: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """A ``(S, S)`` map shaped to broadcast over ``image``, which may carry channels last."""
+    return values[..., None] if image.ndim == 3 else values
 
 
 def affine_matrix(size: int, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
@@ -121,7 +141,7 @@ def intensity(image: np.ndarray, target: np.ndarray, region: np.ndarray, rng: np
     elif roll < config.p_curve + config.p_classes:
         image = class_contrast(image, target, region, rng)
     if rng.random() < config.p_bias:
-        image = image * bias_field(image.shape[0], rng, config.bias_strength)
+        image = image * _per_pixel(bias_field(image.shape[0], rng, config.bias_strength), image)
     if rng.random() < config.p_gamma:
         image = np.power(np.clip(image, 0, None), math.exp(rng.normal(0, config.gamma_sigma))).astype(np.float32)
     if rng.random() < config.p_blur:
@@ -130,7 +150,7 @@ def intensity(image: np.ndarray, target: np.ndarray, region: np.ndarray, rng: np
         image = low_resolution(image, rng, config.lowres_size)
     if rng.random() < config.p_noise:
         image = add_noise(image, rng, config.noise_max)
-    image = np.where(region, image, 0.0).astype(np.float32)
+    image = np.where(_per_pixel(region, image), image, 0.0).astype(np.float32)
     return window(image, region, rng, config.p_window_jitter)
 
 
@@ -154,7 +174,7 @@ def class_contrast(image: np.ndarray, target: np.ndarray, region: np.ndarray, rn
     """SynthStrip-like: quantile intensity classes (split by brain/non-brain or not) get random
     intensities and textures; a class image stands in for a label map."""
     k = int(rng.integers(3, 9))
-    head = region & (image > 0.03)
+    head = _per_pixel(region, image) & (image > 0.03)
     values = image[head]
     if values.size < 50:
         return image
@@ -163,7 +183,7 @@ def class_contrast(image: np.ndarray, target: np.ndarray, region: np.ndarray, rn
     classes[~head] = 0
     split = rng.random() < 0.5
     if split:
-        classes = np.where(target & head, classes + k, classes)
+        classes = np.where(_per_pixel(target, image) & head, classes + k, classes)
     n = int(classes.max()) + 1
     means = rng.uniform(0.0, 1.0, n).astype(np.float32)
     means[0] = rng.uniform(0.0, 0.08) if rng.random() < 0.9 else rng.uniform(0.0, 0.5)
@@ -203,7 +223,7 @@ def add_noise(image: np.ndarray, rng: np.random.Generator, noise_max: float) -> 
 
 def window(image: np.ndarray, region: np.ndarray, rng: np.random.Generator | None = None, p_jitter: float = 0.0) -> np.ndarray:
     """The segmenter's robust window on this slice: nonzero 0.5/99.5 percentiles -> [0, 1]."""
-    values = image[region & (image != 0)]
+    values = image[_per_pixel(region, image) & (image != 0)]
     if values.size < 10:
         return np.zeros_like(image)
     low, high = LOW_PERCENTILE, HIGH_PERCENTILE

@@ -28,6 +28,7 @@ import numpy as np
 import pydicom
 import torch
 
+from dicom_node.imaging.context import context_indices, context_offset
 from dicom_node.imaging.loading import MRSeries, SeriesLoadError, load_series, read_header, volume_directions
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 from dicom_node.imaging.triplanar import VIEW_AXES
@@ -96,6 +97,12 @@ class SliceSet:
     valid: np.ndarray  # bool (S, S): the letterbox's inner rectangle (the rest is padding)
     has_brain: np.ndarray  # bool (n,)
     has_head: np.ndarray  # bool (n,)
+    depth_mm: float = 0.0  # spacing between the slices, for their neighbours (``dicom_node.imaging.context``)
+
+    def inputs(self, indices: np.ndarray, channels: int, context_mm: float) -> np.ndarray:
+        """``(len(indices), channels, S, S)``: the slices with their neighbours, as the segmenter shows them."""
+        offset = context_offset(self.depth_mm, context_mm)
+        return self.images[context_indices(np.asarray(indices), len(self.images), offset, channels)]
 
 
 def case_slices(case: Case, size: int, axes: Iterable[int] = ORIENTATIONS) -> list[SliceSet]:
@@ -114,7 +121,7 @@ def case_slices(case: Case, size: int, axes: Iterable[int] = ORIENTATIONS) -> li
         images_np = images.numpy().astype(np.float32)
         masks_np = masks.numpy()
         has_head = (images_np > 0.05).mean(axis=(1, 2)) > 0.01
-        sets.append(SliceSet(case.name, axis, images_np, masks_np, valid, np.asarray(masks_np.any(axis=(1, 2))), has_head))
+        sets.append(SliceSet(case.name, axis, images_np, masks_np, valid, np.asarray(masks_np.any(axis=(1, 2))), has_head, float(case.spacing[axis])))
     return sets
 
 

@@ -44,6 +44,7 @@ class TrainConfig:
     p_empty: float = 0.2  # slices of a head with no brain in them (neck, skull edge, outside)
     p_negative: float = 0.06  # slices of negative cases (phantoms), when given
     dice_weight: float = 1.0
+    p_no_context: float = 0.1  # a network with neighbour channels sees the slice alone (as in a time series)
     val_slices_per_case: int = 36
     seed: int = 0
     threads: int = 2
@@ -65,7 +66,8 @@ class TrainResult:
 class SlicePool:
     """All slices of the training cases, with the sampling the trainer uses."""
 
-    def __init__(self, cases: Sequence[Case], size: int, axes: Sequence[int] = ORIENTATIONS) -> None:
+    def __init__(self, cases: Sequence[Case], size: int, axes: Sequence[int] = ORIENTATIONS, channels: int = 1, context_mm: float = 0.0) -> None:
+        self.channels, self.context_mm = channels, context_mm
         self.heads: list[list[SliceSet]] = []
         self.negatives: list[SliceSet] = []
         for case in cases:
@@ -89,7 +91,8 @@ class SlicePool:
             if choices.size == 0:
                 choices = np.arange(len(s.images))
             j = int(choices[rng.integers(choices.size)])
-        return s.images[j], s.masks[j], s.valid
+        alone = self.channels > 1 and rng.random() < config.p_no_context
+        return s.inputs(np.array([j]), self.channels, 0.0 if alone else self.context_mm)[0], s.masks[j], s.valid
 
     def batch(self, rng: np.random.Generator, config: TrainConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, masks = [], []
@@ -98,19 +101,19 @@ class SlicePool:
             a, m = augment(image, mask, valid, rng, config.augment)
             images.append(a)
             masks.append(m)
-        return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
+        return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
 
 
-def validation_slices(cases: Sequence[Case], size: int, per_case: int) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_slices(cases: Sequence[Case], size: int, per_case: int, channels: int = 1, context_mm: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed, unaugmented set: slices evenly spread over each case's three orientations."""
     images, masks = [], []
     for case in cases:
         for s in case_slices(case, size):
             idx = np.flatnonzero(s.has_head) if s.has_head.any() else np.arange(len(s.images))
             take = idx[np.linspace(0, idx.size - 1, max(1, per_case // 3)).round().astype(int)]
-            images.append(s.images[take])
+            images.append(s.inputs(take, channels, context_mm))
             masks.append(s.masks[take])
-    return torch.from_numpy(np.concatenate(images)[:, None]), torch.from_numpy(np.concatenate(masks)[:, None].astype(np.float32))
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(masks)[:, None].astype(np.float32))
 
 
 def loss_fn(logit: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0) -> torch.Tensor:
@@ -238,8 +241,8 @@ def _train(
         done = bool(state.get("done", False))
         schedule.started = time.perf_counter() - float(state.get("elapsed", 0.0))
         log(f"Resuming from {checkpoint_path(out)} after epoch {start_epoch}.")
-    pool = SlicePool(cases, arch.input_size)
-    val_images, val_masks = validation_slices(val_cases if val_cases else cases, arch.input_size, config.val_slices_per_case)
+    pool = SlicePool(cases, arch.input_size, channels=arch.in_channels, context_mm=arch.context_mm)
+    val_images, val_masks = validation_slices(val_cases if val_cases else cases, arch.input_size, config.val_slices_per_case, arch.in_channels, arch.context_mm)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency

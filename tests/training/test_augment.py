@@ -68,3 +68,25 @@ def test_synthetic_contrasts_vary_and_invert() -> None:
     config = replace(AugmentConfig(), p_spatial=0.0)
     outs = [augment(image, mask, valid, rng, config)[0] for _ in range(20)]
     assert np.std([o[mask].mean() for o in outs]) > 0.05
+
+
+def test_a_slice_and_its_neighbours_move_together_and_one_channel_is_unchanged() -> None:
+    """Channels of a slice with its neighbours get one spatial transform; a 1-channel slice is
+    augmented exactly as a plain slice (the 1.4.0 recipe's draws are unchanged)."""
+    image, mask, valid = _phantom()
+    spatial_only = AugmentConfig(p_spatial=1.0, p_curve=0.0, p_classes=0.0, p_bias=0.0, p_gamma=0.0, p_blur=0.0,
+                                 p_lowres=0.0, p_noise=0.0, p_window_jitter=0.0, p_cut=0.0)
+    rng = np.random.default_rng(4)
+    stacked = np.stack([image, image, image])
+    for _ in range(10):
+        out, out_mask = augment(stacked, mask, valid, rng, spatial_only)
+        assert out.shape == (3, SIZE, SIZE) and out_mask.shape == (SIZE, SIZE)
+        assert np.array_equal(out[0], out[1]) and np.array_equal(out[1], out[2])
+    for _ in range(10):  # every transform: the channels keep their shape and range
+        out, _ = augment(stacked, mask, valid, rng)
+        assert out.shape == (3, SIZE, SIZE) and out.min() >= 0.0 and out.max() <= 1.0
+    one, plain = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(20):
+        a, a_mask = augment(image[None], mask, valid, one)
+        b, b_mask = augment(image, mask, valid, plain)
+        assert a.shape == (1, SIZE, SIZE) and np.array_equal(a[0], b) and np.array_equal(a_mask, b_mask)
