@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dicom_node.imaging.mirror import mirrored  # noqa: E402
-from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo  # noqa: E402
+from dicom_node.imaging.model_info import InferenceSpec, ModelInfo  # noqa: E402
 from dicom_node.imaging.network import load_weights, save_weights  # noqa: E402
 from dicom_node.training.curves import plot_history  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases, save_cases  # noqa: E402
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     recipe = replace(RECIPE, epochs=args.epochs or RECIPE.epochs, max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed)
     if args.context_mm:
-        recipe = replace(recipe, arch=ArchSpec(in_channels=3, context_mm=args.context_mm))
+        recipe = replace(recipe, arch=replace(recipe.arch, in_channels=3, context_mm=args.context_mm))
     if args.phase in ("all", "loo"):
         run_loo(args.heads or list(HEADS), recipe, args.cases, args.results)
     if args.phase in ("all", "final"):

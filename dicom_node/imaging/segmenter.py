@@ -200,9 +200,9 @@ def brain_probabilities(
     if slice_spacing and spec.fuses(pixels.shape[0], slice_spacing):
         row_mm, col_mm = pixel_spacing or (1.0, 1.0)
         return triplanar_probabilities(
-            run, volume, (slice_spacing, row_mm, col_mm), spec.grid_size, info.arch.input_size, spec.step, batch_size, directions, arch.in_channels, arch.context_mm
+            run, volume, (slice_spacing, row_mm, col_mm), spec.grid_size, arch.input_size, spec.step, batch_size, directions, arch.in_channels, arch.context_mm
         ).float().cpu().numpy()
-    box = Letterbox.fit(pixels.shape[1], pixels.shape[2], info.arch.input_size, pixel_spacing)
+    box = Letterbox.fit(pixels.shape[1], pixels.shape[2], arch.input_size, pixel_spacing)
     offset = context_offset(slice_spacing, arch.context_mm)  # a stack without a regular spacing: each slice its own context
     probs = torch.empty(pixels.shape, dtype=torch.float32, device=volume.device)
     for start in range(0, pixels.shape[0], batch_size):

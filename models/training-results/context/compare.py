@@ -13,6 +13,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # models/, for train_default
+import train_default as td
+
 RESULTS = Path(__file__).resolve().parents[1]
 RUNS = {  # the 1-channel recipe 1.4.0's runs of a fold, oldest first
     "first run": RESULTS / "1.4.0",
@@ -43,9 +46,8 @@ def main(heads: list[str]) -> None:
             path = folder / f"loo-{head}.json"
             if path.is_file():
                 fold = json.loads(path.read_text())
-                later = folder / f"variants-{head}.json"  # the rerun's first folds had their 3D steps scored after the run
-                if later.is_file():
-                    fold["thresholds"] = {**json.loads(later.read_text())["thresholds"], **fold["thresholds"]}
+                if (folder / f"variants-{head}.json").is_file():  # the rerun's first folds had their 3D steps scored after the run
+                    td.merge_variants(head, fold, folder / f"variants-{head}.json")
                 print(row(f"{head}, {run}", fold))
 
 
