@@ -4,6 +4,7 @@
     .venv/bin/python models/train_default.py all          # leave-one-head-out, then the final model
     .venv/bin/python models/train_default.py final        # only the shipped weights
     .venv/bin/python models/train_default.py loo [HEAD..] # only leave-one-head-out (all heads by default)
+    .venv/bin/python models/train_default.py loo HEAD --ema 0.999 --results DIR  # also the weights' moving average (DIR/loo-HEAD-ema.json)
     .venv/bin/python models/train_default.py pack heads.npz   # every case in one file, for --cases
     .venv/bin/python models/train_default.py inference    # write INFERENCE into the shipped 1.2.0 network as 1.3.0
     .venv/bin/python models/train_default.py score [HEAD..]   # the shipped weights on heads (default: never seen, EPI slabs)
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dicom_node.imaging.mirror import mirrored  # noqa: E402
-from dicom_node.imaging.model_info import InferenceSpec, ModelInfo  # noqa: E402
+from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo  # noqa: E402
 from dicom_node.imaging.network import load_weights, save_weights  # noqa: E402
 from dicom_node.training.curves import plot_history  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases, save_cases  # noqa: E402
@@ -123,6 +124,8 @@ def load_heads(pack: Path | None = None) -> tuple[dict[str, Case], list[Case], d
 
 
 def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
+    """Train a fold per held-out head and score it: ``loo-HEAD.json``, and with a moving average
+    of the weights (``config.ema_decay``) that network's scores too, ``loo-HEAD-ema.json``."""
     heads, always, _, _ = load_heads(pack)
     results = {}
     for held in names:
@@ -130,37 +133,46 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
         train_cases = [c for n, c in heads.items() if n != held] + always
         out = results_dir / f"loo-{held}.pt"
         result = train(train_cases, config, val_cases=[heads[held]], out=out, resume=True, name=f"{NAME}-loo-{held}", version=VERSION, progress=sys.stderr.isatty())
-        variants = {} if heads[held].echo_planar else VARIANTS
-        scored = evaluate_case(result.network, ModelInfo(NAME, VERSION, result.arch, inference=config.inference), heads[held], axes="all", thresholds=CALIBRATION, variants=variants)
-        per_series = {k: v for k, v in scored.items() if "@" not in k}
-        head_total = overall(per_series)
-        print(format_table(per_series, head_total), flush=True)
         plot_history(result.history, results_dir / f"loo-{held}-curve.png", title=f"leave out {held}")
-        one_scored = evaluate_case(result.network, result.arch, heads[held], axes="all", thresholds=CALIBRATION)  # as before 1.3.0: each view alone
-        one_view = {k: v for k, v in one_scored.items() if "@" not in k}
-        print("one view at 0.5:\n" + format_table(one_view, overall(one_view)), flush=True)
-        results[held] = {"series": per_series, "overall": head_total, "thresholds": by_threshold(scored, variants),
-                         "one_view": {"series": one_view, "overall": overall(one_view), "thresholds": by_threshold(one_scored)},
-                         "history": result.history, "train_seconds": result.seconds,
-                         "device": str(next(result.network.parameters()).device), "wall_seconds": time.perf_counter() - started}
-        (results_dir / f"loo-{held}.json").write_text(json.dumps(results[held], indent=1))
+        networks = {"": result.network, **({"-ema": result.ema_network} if result.ema_network is not None else {})}
+        for suffix, network in networks.items():
+            results[held + suffix] = {**score_fold(network, result.arch, config.inference, heads[held]),
+                                      "history": result.history, "train_seconds": result.seconds, "ema_decay": config.ema_decay if suffix else 0.0,
+                                      "device": str(next(network.parameters()).device), "wall_seconds": time.perf_counter() - started}
+            (results_dir / f"loo-{held}{suffix}.json").write_text(json.dumps(results[held + suffix], indent=1))
     return results
+
+
+def score_fold(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, case: Case) -> dict:
+    """A held-out head scored as the node runs it (every ``CALIBRATION`` threshold, and for T1 every
+    ``VARIANTS`` step) and in one view (as before 1.3.0), in all three orientations."""
+    variants = {} if case.echo_planar else VARIANTS
+    scored = evaluate_case(network, ModelInfo(NAME, VERSION, arch, inference=inference), case, axes="all", thresholds=CALIBRATION, variants=variants)
+    per_series = {k: v for k, v in scored.items() if "@" not in k}
+    head_total = overall(per_series)
+    print(format_table(per_series, head_total), flush=True)
+    one_scored = evaluate_case(network, arch, case, axes="all", thresholds=CALIBRATION)  # as before 1.3.0: each view alone
+    one_view = {k: v for k, v in one_scored.items() if "@" not in k}
+    print("one view at 0.5:\n" + format_table(one_view, overall(one_view)), flush=True)
+    return {"series": per_series, "overall": head_total, "thresholds": by_threshold(scored, variants),
+            "one_view": {"series": one_view, "overall": overall(one_view), "thresholds": by_threshold(one_scored)}}
 
 
 def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
     heads, always, never_seen, _ = load_heads(pack)
     started = time.perf_counter()
     result = train(list(heads.values()) + always, config, out=results_dir / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD, progress=sys.stderr.isatty())
+    network = result.ema_network if result.ema_network is not None else result.network  # a recipe with a moving average ships it
     model = ModelInfo(NAME, VERSION, result.arch, inference=config.inference)
     per_series = {}
     for case in heads.values():
-        per_series.update(evaluate_case(result.network, model, case, axes="all"))
+        per_series.update(evaluate_case(network, model, case, axes="all"))
     total = overall(per_series)
     print(format_table(per_series, total), flush=True)
     plot_history(result.history, results_dir / "final-curve.png", title=f"shipped model (all {len(heads)} heads)")
     unseen = {}
     for case in (never_seen[n] for n in NEVER_SEEN):
-        unseen.update(evaluate_case(result.network, model, case, axes="all"))
+        unseen.update(evaluate_case(network, model, case, axes="all"))
     unseen_total = overall(unseen)
     print(format_table(unseen, unseen_total), flush=True)
     keys = ("dice", "iou", "precision", "recall", "ap")
@@ -168,9 +180,9 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     metrics.update({f"never_seen_{k}": v for k, v in unseen_total.items() if k in keys})
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = float(len(result.history))
-    save_weights(WEIGHTS, result.network, result.arch, name=NAME, version=VERSION, metrics=metrics, card=CARD, inference=config.inference)
+    save_weights(WEIGHTS, network, result.arch, name=NAME, version=VERSION, metrics=metrics, card=CARD, inference=config.inference)
     summary = {"series": per_series, "overall": total, "never_seen": {"series": unseen, "overall": unseen_total},
-               "history": result.history, "train_seconds": result.seconds, "device": str(next(result.network.parameters()).device),
+               "history": result.history, "train_seconds": result.seconds, "device": str(next(network.parameters()).device),
                "wall_seconds": time.perf_counter() - started}
     (results_dir / "final.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -364,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget per training run (LR schedule follows it)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
     parser.add_argument("--context-mm", type=float, default=0.0, help="show the network each slice between its neighbours this far away (3 input channels; default: none)")
+    parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="loo: also keep a moving average of the weights (decay per step, e.g. 0.999) and score it as loo-HEAD-ema.json")
     parser.add_argument("--apply", metavar="VERSION", help="calibrate: write what it chose into the shipped weights, as this model version (1.4.1)")
     parser.add_argument("--weights", type=Path, default=WEIGHTS, help="the weights that score scores (default: the shipped ones; a fold's loo-HEAD.pt)")
     args = parser.parse_args(argv)
@@ -387,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "score":
         run_score(args.heads or [*NEVER_SEEN, *MORE_NEVER_SEEN, *EPI_SLABS], args.results, args.cases, args.weights)
         return 0
-    recipe = replace(RECIPE, epochs=args.epochs or RECIPE.epochs, max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed)
+    recipe = replace(RECIPE, epochs=args.epochs or RECIPE.epochs, max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed, ema_decay=args.ema)
     if args.context_mm:
         recipe = replace(recipe, arch=replace(recipe.arch, in_channels=3, context_mm=args.context_mm))
     if args.phase in ("all", "loo"):

@@ -108,3 +108,48 @@ def test_scoring_can_leave_out_the_ends_of_a_slab() -> None:
     assert whole["tp"] + whole["fn"] == ref.sum()
     assert middle["tp"] + middle["fn"] == ref[kept].sum()
     assert middle["tp"] + middle["fn"] + middle["fp"] + middle["tn"] == ref[kept].size
+
+
+def test_moving_average_follows_its_decay_and_copies_the_batch_count() -> None:
+    from dicom_node.training.train import moving_average
+
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    ema = moving_average(net, decay=0.2)
+    expected = None
+    for step, value in enumerate([1.0, 3.0, 7.0, 15.0]):
+        with torch.no_grad():
+            net[0].weight.fill_(value)
+        net[1].num_batches_tracked.fill_(10 * step)
+        ema.update_parameters(net)
+        d = min(0.2, (1 + step) / (10 + step))  # the first copies; then the ramp (2/11), then the decay
+        expected = value if expected is None else d * expected + (1 - d) * value
+    assert float(ema.module[0].weight.detach()) == pytest.approx(expected) == pytest.approx(13.2255, abs=1e-4)
+    assert int(ema.module[1].num_batches_tracked) == 30
+
+
+def test_training_with_a_moving_average_writes_both_networks(tmp_path: Path) -> None:
+    from dicom_node.training.train import ema_path
+
+    config = TrainConfig(epochs=2, samples_per_epoch=16, batch_size=8, warmup_steps=1, val_slices_per_case=6,
+                         arch=ArchSpec(input_size=48, decoder_channels=32), augment=AugmentConfig(p_spatial=0.0))
+    plain = tmp_path / "plain.pt"
+    train([_toy_case()], config, out=plain, progress=False, log=lambda _m: None)
+    assert not ema_path(plain).exists()
+    with pytest.raises(ValueError, match="without a moving average"):  # a checkpoint without one cannot grow one
+        train([_toy_case()], replace(config, ema_decay=0.9), out=plain, resume=True, progress=False, log=lambda _m: None)
+
+    out = tmp_path / "fold.pt"
+    result = train([_toy_case()], replace(config, ema_decay=0.9), out=out, name="tiny", version="0.0.1", progress=False, log=lambda _m: None)
+    assert result.ema_network is not None and ema_path(out) == tmp_path / "fold-ema.pt"
+    averaged, info = load_weights(ema_path(out))
+    final, _ = load_weights(out)
+    assert (info.name, info.arch) == ("tiny", result.arch) and info.metrics["ema_decay"] == 0.9
+    moved = [not torch.equal(a, b) for a, b in zip(averaged.state_dict().values(), final.state_dict().values()) if a.is_floating_point()]
+    assert any(moved)  # four steps at a ramped decay: the average lags the last weights
+    for a, b in zip(averaged.state_dict().values(), result.ema_network.state_dict().values()):
+        assert torch.equal(a, b)
+    # resuming the finished run returns the same average from the checkpoint
+    again = train([_toy_case()], replace(config, ema_decay=0.9), out=out, resume=True, progress=False, log=lambda _m: None)
+    assert again.ema_network is not None
+    for a, b in zip(again.ema_network.state_dict().values(), result.ema_network.state_dict().values()):
+        assert torch.equal(a, b)
