@@ -143,10 +143,10 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
     return results
 
 
-def score_fold(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, case: Case) -> dict:
+def score_fold(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, case: Case, variants: dict[str, InferenceSpec] = VARIANTS) -> dict:
     """A held-out head scored as the node runs it (every ``CALIBRATION`` threshold, and for T1 every
-    ``VARIANTS`` step) and in one view (as before 1.3.0), in all three orientations."""
-    variants = {} if case.echo_planar else VARIANTS
+    one of ``variants``' 3D steps) and in one view (as before 1.3.0), in all three orientations."""
+    variants = {} if case.echo_planar else variants
     scored = evaluate_case(network, ModelInfo(NAME, VERSION, arch, inference=inference), case, axes="all", thresholds=CALIBRATION, variants=variants)
     per_series = {k: v for k, v in scored.items() if "@" not in k}
     head_total = overall(per_series)
