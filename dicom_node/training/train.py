@@ -158,7 +158,8 @@ def ema_path(out: Path | str) -> Path:
 
 def moving_average(network: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
     """An exponential moving average of ``network``'s weights and buffers, updated after each step.
-    Its decay ramps up from 0.1 (as in timm's ModelEma), so the random initial weights are soon forgotten."""
+    The first update copies; after n updates the decay is (1 + n) / (10 + n), capped at ``decay`` (as
+    in timm's ModelEma), so the random initial weights are soon forgotten."""
 
     def blend(average: torch.Tensor, current: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:
         if not average.is_floating_point():  # batch norm's batch count: the network's own

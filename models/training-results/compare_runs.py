@@ -68,7 +68,7 @@ def main(heads: list[str]) -> None:
                 print(row(f"{head}, {run}", by_head[head]))
     for run, by_head in folds.items():
         if all(f is not None and SHIPPED_CUT in f["thresholds"] for f in by_head.values()):
-            p = td.pooled({h: f for h, f in by_head.items() if f is not None}, dict.fromkeys(heads, SHIPPED_CUT))
+            p = td.pooled(by_head, dict.fromkeys(heads, SHIPPED_CUT))
             print(f"pooled over {', '.join(heads)}, {run}: Dice {p['dice']:.4f}, precision {p['precision']:.3f}, recall {p['recall']:.3f}, end-slice {p['end_dice']:.3f}")
 
 
