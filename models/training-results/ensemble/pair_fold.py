@@ -10,22 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # models/, for train_default
 import train_default as td
-
-
-class Averaged(nn.Module):
-    """The mean of several networks' outputs (logits), as one module for ``evaluate_case``."""
-
-    def __init__(self, *nets: nn.Module) -> None:
-        super().__init__()
-        self.nets = nn.ModuleList(nets)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([net(x) for net in self.nets]).mean(0)
-
 
 held, a_path, b_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 torch.set_num_threads(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
@@ -34,7 +21,7 @@ heads, _, _, _ = td.load_heads(Path(sys.argv[5]) if len(sys.argv) > 5 else None)
 for info, path in ((a_info, a_path), (b_info, b_path)):
     if not info.name.startswith(f"{td.NAME}-loo-{held}") or info.arch != a_info.arch:
         raise SystemExit(f"{path}: {info.name}, not a network of the fold that held out {held} with the same arch as {a_path}")
-pair = Averaged(a, b).eval()
+pair = td.NetworkMean([a, b]).eval()
 here = Path(__file__).resolve().parent
 for suffix, step in (("pair", 3), ("pair-step6", 6)):
     spec = replace(td.INFERENCE, step=step)
