@@ -62,8 +62,8 @@ class NetworkMean(nn.Module):
     """Networks of one architecture run as one: the mean of their outputs (logits).
 
     Two runs of one recipe with different seeds err in different places; on a held-out fold their
-    mean beat both (models/MODEL_CARD.md). The node runs it at twice the grid step, so two
-    networks cost what one does.
+    mean beat both (models/MODEL_CARD.md). ``models/train_default.py join`` writes such a file
+    with the grid step times the count of networks, so that two cost what one does.
     """
 
     def __init__(self, members: Sequence[nn.Module]) -> None:

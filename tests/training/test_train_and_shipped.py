@@ -153,3 +153,24 @@ def test_training_with_a_moving_average_writes_both_networks(tmp_path: Path) -> 
     assert again.ema_network is not None
     for a, b in zip(again.ema_network.state_dict().values(), result.ema_network.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_fine_tuning_a_file_of_two_networks_tunes_both_and_keeps_how_they_run(tmp_path: Path) -> None:
+    """Expert retraining starts from the production file; when that holds a pair, the candidate is a
+    pair, each network moved, run as its parent is (the same step and cut)."""
+    from dicom_node.imaging.model_info import InferenceSpec
+    from dicom_node.imaging.network import NetworkMean, build_network, save_weights
+
+    arch = ArchSpec(input_size=48, decoder_channels=32)
+    torch.manual_seed(0)
+    parent = NetworkMean([build_network(arch), build_network(arch)])
+    spec = InferenceSpec(views=3, grid_size=48, step=6, threshold=0.55)
+    init = save_weights(tmp_path / "pair.pt", parent, arch, name="dicom-node-brain", version="2.0", inference=spec)
+    config = TrainConfig(epochs=1, samples_per_epoch=16, batch_size=8, warmup_steps=1, val_slices_per_case=6, augment=AugmentConfig(p_spatial=0.0))
+    out = tmp_path / "tuned.pt"
+    train([_toy_case()], config, out=out, init=init, name="dicom-node-brain", version="2.0-r1", progress=False, log=lambda _m: None)
+    tuned, info = load_weights(out)
+    assert isinstance(tuned, NetworkMean) and len(tuned.members) == 2 and info.inference == spec
+    for before, after in zip(parent.members, tuned.members):
+        weights = [(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()) if a.is_floating_point()]
+        assert any(not torch.equal(a, b) for a, b in weights)
