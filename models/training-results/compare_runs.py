@@ -1,6 +1,6 @@
 """Every network of a fold of recipe 1.4.0 side by side: the first run, the rerun, the third run,
-the context networks, the moving-average pilot's run with its average, a seed 1 run, and two
-runs' networks averaged.
+the context networks, the moving-average pilot's run with its average, seed 0 and seed 1 runs,
+and two runs' networks averaged.
 
     .venv/bin/python models/training-results/compare_runs.py [HEAD ...]
 
@@ -27,8 +27,9 @@ RUNS = {  # a network of a fold: its folder and the suffix of its loo-HEAD{suffi
     "context 3 mm": (RESULTS / "context", ""),
     "EMA pilot's run, final weights": (RESULTS / "ema", ""),
     "EMA pilot's run, moving average 0.999": (RESULTS / "ema", "-ema"),
+    "seed 0 run (twelfth session)": (RESULTS / "ensemble", "-seed0"),
     "seed 1 run": (RESULTS / "ensemble", "-seed1"),
-    "EMA pilot's final weights and seed 1, averaged, every 3rd grid slice (two passes)": (RESULTS / "ensemble", "-pair"),
+    "seed 0 and seed 1 averaged, every 3rd grid slice (two passes; radiomics-brain1's seed 0: the EMA pilot's final weights)": (RESULTS / "ensemble", "-pair"),
     "the same two, every 6th grid slice (one pass's cost)": (RESULTS / "ensemble", "-pair-step6"),
 }
 SHIPPED_CUT = "smooth1mm/0.55"
