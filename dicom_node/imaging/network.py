@@ -61,9 +61,10 @@ def build_network(arch: ArchSpec) -> nn.Module:
 class NetworkMean(nn.Module):
     """Networks of one architecture run as one: the mean of their outputs (logits).
 
-    Two runs of one recipe with different seeds err in different places; on a held-out fold their
-    mean beat both (models/MODEL_CARD.md). ``models/train_default.py join`` writes such a file
-    with the grid step times the count of networks, so that two cost what one does.
+    Two runs of one recipe with different seeds err in different places, and their mean narrows
+    the spread between runs (models/MODEL_CARD.md: above both on one held-out fold, between them
+    on another). ``models/train_default.py join`` writes such a file with the grid step times the
+    count of networks, so that two cost what one does.
     """
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
