@@ -233,7 +233,7 @@ def run_join(paths: list[Path], out: Path, version: str) -> Path:
             raise SystemExit(f"{path}: {info.name} with {info.arch}, not a network of the recipe of {paths[0]} ({first.name})")
     networks = [m for network, _ in loaded for m in networks_of(network)]
     inference = replace(first.inference, step=first.inference.step * len(networks))
-    how = f"the mean of the logits of {len(networks)} networks ({', '.join(f'{i.name} {i.version}' for _, i in loaded)}), every {inference.step}th grid slice"
+    how = f"the mean of the logits of {len(networks)} networks ({', '.join(f'{i.name} {i.version}' for _, i in loaded)}), one grid slice in {inference.step}"
     save_weights(out, NetworkMean(networks), first.arch, name=first.name, version=version, card={**first.card, "networks": how}, inference=inference)
     print(f"{out}: {first.name} {version}, {how}, inference {inference}")
     return out
