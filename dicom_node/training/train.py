@@ -75,21 +75,31 @@ class SlicePool:
         self.channels, self.context_mm = channels, context_mm
         self.heads: list[list[SliceSet]] = []
         self.negatives: list[SliceSet] = []
+        weights = []
         for case in cases:
             sets = case_slices(case, size, axes)
             if case.negative:
                 self.negatives.extend(sets)
             else:
                 self.heads.append(sets)
+                weights.append(case.draw_weight)
         if not self.heads:
             raise ValueError("No training case with a brain mask was given.")
+        # None when every head is drawn evenly: that draw keeps the random stream of recipes before 1.5.0
+        self.head_p = None if all(w == 1.0 for w in weights) else np.array(weights) / sum(weights)
+
+    def draw_head(self, rng: np.random.Generator) -> list[SliceSet]:
+        """A head's slice sets, each head drawn in proportion to its case's ``draw_weight``."""
+        if self.head_p is None:
+            return self.heads[rng.integers(len(self.heads))]
+        return self.heads[rng.choice(len(self.heads), p=self.head_p)]
 
     def sample(self, rng: np.random.Generator, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.negatives and rng.random() < config.p_negative:
             s = self.negatives[rng.integers(len(self.negatives))]
             j = int(rng.integers(len(s.images)))
         else:
-            sets = self.heads[rng.integers(len(self.heads))]
+            sets = self.draw_head(rng)
             s = sets[rng.integers(len(sets))]
             want_brain = rng.random() >= config.p_empty or not (~s.has_brain).any()
             choices = np.flatnonzero(s.has_brain if want_brain else ~s.has_brain)
