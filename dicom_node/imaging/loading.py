@@ -18,6 +18,7 @@ number and frame number (position-major order keeps the anatomy contiguous along
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -115,6 +116,11 @@ class MRSeries:
         return bool(self.datasets) and is_echo_planar(self.datasets[0])
 
     @property
+    def contrast_enhanced(self) -> bool:
+        """Whether the series was acquired after a contrast agent, by its header."""
+        return bool(self.datasets) and is_contrast_enhanced(self.datasets[0])
+
+    @property
     def log_name(self) -> str:
         """A stand-in for the series in logs and messages: a hash, never the UID or patient data."""
         return f"series {short_hash(self.series_instance_uid)}"
@@ -153,6 +159,32 @@ def is_echo_planar(ds: Dataset) -> bool:
     Planar Pulse Sequence is YES (Enhanced MR). Vendors write one or the other; junk reads as no."""
     return "EP" in (v.upper() for v in header_values(ds, "ScanningSequence")) or [
         v.upper() for v in header_values(ds, "EchoPlanarPulseSequence")] == ["YES"]
+
+
+# What technologists type into Contrast/Bolus Agent when no agent was given.
+_NO_AGENT = re.compile(r"^(NONE|NIL|NULL|NA|N/A|NOT APPLICABLE|UNKNOWN|NATIVE?|KEIN\w*|SANS\b.*|WITHOUT\b.*|NO\b.*|NON CONTRAST\b.*)$")
+
+
+def names_an_agent(values: list[str]) -> bool:
+    """Whether Contrast/Bolus Agent text names an agent: some letters, not a "none" in one of the
+    ways a console or a technologist writes it ("NONE", "NO", "N/A", "-", "0", "NATIV")."""
+    words = [" ".join(re.sub(r"[^A-Z0-9/]+", " ", v.upper()).split()) for v in values]
+    return any(re.search(r"[A-Z]{2}", w) and not _NO_AGENT.match(w) for w in words)
+
+
+def is_contrast_enhanced(ds: Dataset) -> bool:
+    """Acquired after a contrast agent, by the header: Contrast/Bolus Agent names one (MR Image),
+    or the Enhanced Contrast/Bolus module lists an agent and no frame says it was not given
+    (Enhanced MR). Most scanners leave the attribute empty without contrast; junk reads as no."""
+    if names_an_agent(header_values(ds, "ContrastBolusAgent")):
+        return True
+    try:
+        agents = list(ds.get("ContrastBolusAgentSequence") or [])
+        groups = [*(ds.get("SharedFunctionalGroupsSequence") or [])[:1], *(ds.get("PerFrameFunctionalGroupsSequence") or [])[:1]]
+        given = [v.upper() for g in groups for u in (g.get("ContrastBolusUsageSequence") or []) for v in header_values(u, "ContrastBolusAgentAdministered")]
+    except Exception:
+        return False
+    return bool(agents) and "NO" not in given
 
 
 def read_header(path: Path) -> Dataset:

@@ -55,7 +55,9 @@ class InferenceSpec:
     (time series, a few scattered slices) always take one view. ``threshold`` is the brain
     probability at and above which a voxel is brain; ``epi_threshold``, when set, replaces it for
     echo-planar series (fMRI, diffusion, spin-echo EPI), on which a network trained mostly on T1 is
-    less sure of the brain's edge. ``end_threshold`` (a threshold for the ends of the brain) and
+    less sure of the brain's edge; ``contrast_threshold``, when set, replaces it for other series
+    acquired after a contrast agent, whose enhancing dura and vessels at the brain's rim the network
+    takes for brain (its 3D steps stay the same). ``end_threshold`` (a threshold for the ends of the brain) and
     ``smooth_mm`` (a 3D Gaussian on the probabilities first) are for regular T1-like volumes
     (``dicom_node.imaging.thresholding``). ``mirror`` averages each slice's logits with those of its
     left-right mirror (``dicom_node.imaging.mirror``). A weights file without them gets the
@@ -67,6 +69,7 @@ class InferenceSpec:
     step: int = 1
     threshold: float = 0.5
     epi_threshold: float | None = None
+    contrast_threshold: float | None = None
     end_threshold: float | None = None
     smooth_mm: float = 0.0
     mirror: bool = False
@@ -78,7 +81,8 @@ class InferenceSpec:
             raise ValueError(f"inference mirror must be true or false, not {self.mirror!r}.")
         if not 0.0 <= self.smooth_mm <= 10.0:
             raise ValueError(f"inference smooth_mm must lie between 0 and 10, not {self.smooth_mm}.")
-        for name, value in (("threshold", self.threshold), ("epi_threshold", self.epi_threshold), ("end_threshold", self.end_threshold)):
+        for name, value in (("threshold", self.threshold), ("epi_threshold", self.epi_threshold), ("contrast_threshold", self.contrast_threshold),
+                            ("end_threshold", self.end_threshold)):
             if value is not None and not 0.0 < value < 1.0:
                 raise ValueError(f"inference {name} must lie between 0 and 1, not {value}.")
         if self.step < 1 or self.grid_size < 32 or self.grid_size % 16:
@@ -89,9 +93,14 @@ class InferenceSpec:
         regular volume (``slice_spacing`` known) of enough slices and extent."""
         return self.views == 3 and bool(slice_spacing) and n_slices >= MIN_FUSED_SLICES and n_slices * (slice_spacing or 0.0) >= MIN_FUSED_EXTENT_MM
 
-    def threshold_for(self, echo_planar: bool) -> float:
-        """The brain threshold for a series, by whether it is echo-planar."""
-        return self.epi_threshold if echo_planar and self.epi_threshold is not None else self.threshold
+    def threshold_for(self, echo_planar: bool, contrast_enhanced: bool) -> float:
+        """The brain threshold for a series, by whether it is echo-planar, else by whether it was
+        acquired after a contrast agent (an EPI with contrast, a perfusion series, is an EPI)."""
+        if echo_planar:
+            return self.threshold if self.epi_threshold is None else self.epi_threshold
+        if contrast_enhanced:
+            return self.threshold if self.contrast_threshold is None else self.contrast_threshold
+        return self.threshold
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceSpec:

@@ -161,7 +161,7 @@ class Segmenter:
         probs = self.predict_probabilities(series.pixels, pixel_spacing, slice_spacing, volume_directions(series))
         voxel_ml = series.voxel_volume_ml()
         spacing = (slice_spacing, pixel_spacing[0], pixel_spacing[1]) if slice_spacing and pixel_spacing else None
-        cleaned = clean_mask(brain_voxels(probs, self.info.inference, series.echo_planar, spacing, min_brain_ml), voxel_ml, min_brain_ml)
+        cleaned = clean_mask(brain_voxels(probs, self.info.inference, series.echo_planar, series.contrast_enhanced, spacing, min_brain_ml), voxel_ml, min_brain_ml)
         volume = None
         if voxel_ml is not None:
             repeats = series.n_slices / max(series.n_positions, 1)  # time series: mean over time points

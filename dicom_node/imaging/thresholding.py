@@ -61,7 +61,8 @@ def end_zone(core: np.ndarray, fraction: float = END_FRACTION) -> np.ndarray:
     return zone
 
 
-def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool, spacing: Spacing | None, min_brain_ml: float = MIN_BRAIN_ML) -> np.ndarray:
+def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool, contrast_enhanced: bool, spacing: Spacing | None,
+                 min_brain_ml: float = MIN_BRAIN_ML) -> np.ndarray:
     """The raw brain mask (bool, ``probs``' shape) before ``clean_mask``.
 
     ``spacing`` is the stack's (slice, row, column) spacing when it is one regular volume, else
@@ -69,7 +70,7 @@ def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool,
     threshold applies. The ends are taken from the largest
     component at the main threshold, and only when that is large enough to be a brain.
     """
-    threshold = inference.threshold_for(echo_planar)
+    threshold = inference.threshold_for(echo_planar, contrast_enhanced)
     if echo_planar or spacing is None or not inference.fuses(len(probs), spacing[0]):
         return probs >= threshold
     if inference.smooth_mm > 0:

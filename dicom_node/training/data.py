@@ -29,7 +29,7 @@ import pydicom
 import torch
 
 from dicom_node.imaging.context import context_indices, context_offset
-from dicom_node.imaging.loading import MRSeries, SeriesLoadError, load_series, read_header, volume_directions
+from dicom_node.imaging.loading import MRSeries, SeriesLoadError, load_series, names_an_agent, read_header, volume_directions
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
 from dicom_node.imaging.triplanar import VIEW_AXES
 
@@ -56,6 +56,7 @@ class Case:
     notes: list[str] = field(default_factory=list)
     directions: tuple[tuple[float, float, float], ...] | None = None  # patient (LPS) direction of each axis, when known
     echo_planar: bool = False  # an EPI acquisition: the model may have its own threshold for these
+    contrast_enhanced: bool = False  # acquired after a contrast agent: so may these
     draw_weight: float = 1.0  # how often the trainer draws this head, against 1 for every other head
 
     def __post_init__(self) -> None:
@@ -148,7 +149,8 @@ def save_cases(path: Path | str, cases: Sequence[Case]) -> Path:
         arrays[f"volume{i}"], arrays[f"mask{i}"] = volume, np.packbits(case.mask)
         meta.append({"name": case.name, "spacing": list(case.spacing), "native_axis": case.native_axis,
                      "kind": case.kind, "negative": case.negative, "shape": list(case.mask.shape),
-                     "directions": [list(d) for d in case.directions] if case.directions else None, "echo_planar": case.echo_planar})
+                     "directions": [list(d) for d in case.directions] if case.directions else None, "echo_planar": case.echo_planar,
+                     "contrast_enhanced": case.contrast_enhanced})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     target = Path(path)
     np.savez_compressed(target, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
@@ -165,7 +167,7 @@ def load_cases(path: Path | str) -> list[Case]:
             cases.append(Case(name=m["name"], volume=pack[f"volume{i}"].astype(np.float32), mask=mask,
                               spacing=tuple(m["spacing"]), native_axis=m["native_axis"], kind=m["kind"], negative=m["negative"],
                               directions=tuple(tuple(d) for d in m["directions"]) if m.get("directions") else None,
-                              echo_planar=bool(m.get("echo_planar", False))))
+                              echo_planar=bool(m.get("echo_planar", False)), contrast_enhanced=bool(m.get("contrast_enhanced", False))))
     return cases
 
 
@@ -179,7 +181,7 @@ def load_nifti_case(image_path: Path | str, mask_path: Path | str, name: str | N
     The volume is stored as ``(R->L sagittal index, S->I rows, A->P cols)`` so that axis 0 gives
     sagittal slices, axis 1 axial and axis 2 coronal (see :func:`oriented_stack`). A BIDS sidecar
     beside the image (``t1.json`` for ``t1.nii.gz``, as dcm2niix writes it) tells an EPI by its
-    ``ScanningSequence``.
+    ``ScanningSequence`` and a contrast agent by its ``ContrastBolusIngredient``.
     """
     import nibabel as nib
 
@@ -206,18 +208,33 @@ def load_nifti_case(image_path: Path | str, mask_path: Path | str, name: str | N
         kind="nifti",
         directions=NIFTI_DIRECTIONS,
         echo_planar=sidecar_echo_planar(Path(image_path)),
+        contrast_enhanced=sidecar_contrast_enhanced(Path(image_path)),
     )
+
+
+def read_sidecar(image_path: Path) -> dict:
+    """The image's BIDS sidecar (``t1.json`` beside ``t1.nii.gz``); {} when there is none or it is not a JSON object."""
+    sidecar = image_path.parent / (image_path.name.split(".")[0] + ".json")
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def sidecar_echo_planar(image_path: Path) -> bool:
     """Whether the image's BIDS sidecar names an echo-planar acquisition (``"ScanningSequence": "EP"``;
     dcm2niix joins several values with ``_``). No sidecar, or one that is not JSON: not EPI."""
-    sidecar = image_path.parent / (image_path.name.split(".")[0] + ".json")
-    try:
-        value = json.loads(sidecar.read_text()).get("ScanningSequence", "")
-    except (OSError, ValueError, AttributeError):
-        return False
+    value = read_sidecar(image_path).get("ScanningSequence", "")
     return isinstance(value, str) and "EP" in re.split(r"[_\\\s]+", value.upper())
+
+
+def sidecar_contrast_enhanced(image_path: Path) -> bool:
+    """Whether the image's BIDS sidecar names a contrast agent (``ContrastBolusIngredient``, as BIDS
+    has it, or ``ContrastBolusAgent``, the DICOM attribute's name), read as the node reads the header."""
+    sidecar = read_sidecar(image_path)
+    values = [sidecar.get(k) for k in ("ContrastBolusIngredient", "ContrastBolusAgent")]
+    return names_an_agent([v for v in values if isinstance(v, str)])
 
 
 def series_volume(series: MRSeries) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -230,7 +247,8 @@ def series_volume(series: MRSeries) -> tuple[np.ndarray, tuple[float, float, flo
 def dicom_case(series: MRSeries, mask: np.ndarray, name: str, negative: bool = False) -> Case:
     volume, spacing = series_volume(series)
     return Case(name=name, volume=volume, mask=mask.astype(bool), spacing=spacing, series=series, kind="dicom", negative=negative,
-                directions=volume_directions(series), echo_planar=series.echo_planar)
+                directions=volume_directions(series), echo_planar=series.echo_planar,
+                contrast_enhanced=series.contrast_enhanced)
 
 
 def _seg_referenced_series(ds: pydicom.Dataset) -> set[str]:

@@ -70,8 +70,8 @@ def evaluate_case(
         name = f"{case.name}/{names[axis]}"
         areas = ref.reshape(len(ref), -1).sum(axis=1)
         scored = areas >= min_reference_fraction * areas.max()  # every slice at 0
-        rows = ((brain_voxels(prob, info.inference, case.echo_planar, spacing), name), *((prob >= t, f"{name}@{t:g}") for t in thresholds),
-                *((brain_voxels(prob, spec, case.echo_planar, spacing), f"{name}@{key}") for key, spec in (variants or {}).items()))
+        rows = ((brain_voxels(prob, info.inference, case.echo_planar, case.contrast_enhanced, spacing), name), *((prob >= t, f"{name}@{t:g}") for t in thresholds),
+                *((brain_voxels(prob, spec, case.echo_planar, case.contrast_enhanced, spacing), f"{name}@{key}") for key, spec in (variants or {}).items()))
         for raw, key in rows:
             pred = clean_mask(raw, voxel_ml).mask
             results[key] = series_metrics(pred[scored], ref[scored], prob[scored])

@@ -47,8 +47,8 @@ def test_the_epi_threshold_is_stored_with_the_weights_and_checked(tmp_path: Path
     spec = InferenceSpec(threshold=0.6, epi_threshold=0.3)
     _, info = load_weights(save_weights(tmp_path / "w.pt", build_network(arch), arch, name="n", version="1", inference=spec))
     assert info.inference == spec
-    assert (spec.threshold_for(echo_planar=True), spec.threshold_for(echo_planar=False)) == (0.3, 0.6)
-    assert InferenceSpec(threshold=0.6).threshold_for(echo_planar=True) == 0.6  # no EPI threshold: the one threshold
+    assert (spec.threshold_for(echo_planar=True, contrast_enhanced=False), spec.threshold_for(echo_planar=False, contrast_enhanced=False)) == (0.3, 0.6)
+    assert InferenceSpec(threshold=0.6).threshold_for(echo_planar=True, contrast_enhanced=False) == 0.6  # no EPI threshold: the one threshold
     with pytest.raises(ValueError, match="epi_threshold must lie between 0 and 1, not 1.5"):
         InferenceSpec(epi_threshold=1.5)
 

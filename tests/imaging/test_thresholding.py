@@ -63,20 +63,20 @@ def _head() -> np.ndarray:
 
 def test_the_end_threshold_applies_at_the_ends_of_the_brain_only() -> None:
     probs, spec = _head(), replace(FUSED, end_threshold=0.5)
-    mask = brain_voxels(probs, spec, echo_planar=False, spacing=SPACING)
+    mask = brain_voxels(probs, spec, echo_planar=False, contrast_enhanced=False, spacing=SPACING)
     assert mask[33, 20, 20] and not mask[20, 20, 20]  # past the top: brain at 0.5; the middle still needs 0.6
-    plain = brain_voxels(probs, FUSED, echo_planar=False, spacing=SPACING)
+    plain = brain_voxels(probs, FUSED, echo_planar=False, contrast_enhanced=False, spacing=SPACING)
     assert np.array_equal(plain, probs >= 0.6)
-    assert np.array_equal(brain_voxels(probs, spec, echo_planar=True, spacing=SPACING), probs >= 0.6)  # an EPI: its threshold alone
-    assert np.array_equal(brain_voxels(probs, spec, echo_planar=False, spacing=None), probs >= 0.6)  # no regular volume
+    assert np.array_equal(brain_voxels(probs, spec, echo_planar=True, contrast_enhanced=False, spacing=SPACING), probs >= 0.6)  # an EPI: its threshold alone
+    assert np.array_equal(brain_voxels(probs, spec, echo_planar=False, contrast_enhanced=False, spacing=None), probs >= 0.6)  # no regular volume
     speck = np.full((40, 40, 40), 0.55, dtype=np.float32)
     speck[18:21, 18:21, 18:21] = 0.9  # 0.3 ml: too small to be a brain, so it has no ends
-    assert np.array_equal(brain_voxels(speck, spec, echo_planar=False, spacing=SPACING), speck >= 0.6)
+    assert np.array_equal(brain_voxels(speck, spec, echo_planar=False, contrast_enhanced=False, spacing=SPACING), speck >= 0.6)
 
 
 def test_smoothing_runs_before_the_threshold() -> None:
     probs = _head()
-    smoothed = brain_voxels(probs, replace(FUSED, smooth_mm=3.0), echo_planar=False, spacing=SPACING)
+    smoothed = brain_voxels(probs, replace(FUSED, smooth_mm=3.0), echo_planar=False, contrast_enhanced=False, spacing=SPACING)
     assert np.array_equal(smoothed, smooth_probabilities(probs, SPACING, 3.0) >= 0.6)
     assert smoothed[20, 20, 20]  # the doubtful spot in the middle is smoothed into the brain
 
@@ -103,7 +103,7 @@ def test_the_segmenter_runs_the_steps_on_fused_views_only(shipped_segmenter: Seg
         probs = segmenter.predict_probabilities(philips.pixels, pixel_spacing, slice_spacing, volume_directions(philips))
         plain = clean_mask(probs >= 0.6, philips.voxel_volume_ml()).mask
         if steps:
-            raw = brain_voxels(probs, spec, False, (slice_spacing, pixel_spacing[0], pixel_spacing[1]))
+            raw = brain_voxels(probs, spec, False, False, (slice_spacing, pixel_spacing[0], pixel_spacing[1]))
             assert np.array_equal(mask, clean_mask(raw, philips.voxel_volume_ml()).mask)
             assert mask.sum() > plain.sum() and not (plain & ~mask).any()  # the brain's ends kept at the lower threshold
         else:

@@ -75,6 +75,30 @@ def test_a_lone_epi_fold_is_calibrated_blind_among_its_own_thresholds() -> None:
     assert summary["per_head"]["a"]["blind_threshold"] == "ends0.6/0.5"
 
 
+def test_a_contrast_enhanced_fold_chooses_its_own_threshold_on_the_t1_steps() -> None:
+    # The T1 folds choose smoothing at 0.55. The contrast-enhanced fold over-segments: alone it
+    # would take ends0.7/0.5 (the best Dice meeting both targets), but a model has one set of 3D
+    # steps, so it chooses among the smoothed cuts only, and sits out of the T1 choice.
+    def t1_fold() -> dict:
+        fold = _fold({0.55: [(955, 40, 45)], 0.6: [(930, 20, 70)], 0.7: [(900, 5, 100)]})
+        fold["thresholds"] |= {"smooth1mm/0.55": overall({"h/0": _row(960, 30, 40)}), "smooth1mm/0.7": overall({"h/0": _row(910, 5, 90)}),
+                               "ends0.7/0.5": overall({"h/0": _row(940, 30, 60)})}
+        return fold
+
+    contrast = _fold({0.55: [(990, 120, 10)], 0.6: [(980, 80, 20)], 0.7: [(965, 45, 35)]})
+    contrast["thresholds"] |= {"smooth1mm/0.55": overall({"h/0": _row(990, 110, 10)}), "smooth1mm/0.7": overall({"h/0": _row(962, 40, 38)}),
+                               "ends0.7/0.5": overall({"h/0": _row(975, 30, 25)})}
+    folds = {"a": t1_fold(), "b": t1_fold(), "c": contrast}
+    chosen, summary = train_default.calibrate_folds(folds, {"a": "t1", "b": "t1", "c": "contrast"})
+    assert chosen["t1"] == "smooth1mm/0.55" and chosen["contrast"] == "smooth1mm/0.7"
+    assert train_default.calibrate({"c": contrast})[0] == "ends0.7/0.5"  # what it would take alone
+    assert summary["groups"]["t1"]["heads"] == ["a", "b"] and summary["per_head"]["c"]["threshold"] == "smooth1mm/0.7"
+    assert summary["per_head"]["c"]["blind_threshold"] == "smooth1mm/0.55"  # the only one of its class: chosen on all the others
+    spec = train_default.chosen_inference({**chosen, "epi": "0.4"})
+    assert (spec.threshold, spec.smooth_mm, spec.contrast_threshold, spec.epi_threshold) == (0.55, 1.0, 0.7, 0.4)
+    assert train_default.chosen_inference({"t1": "0.55", "epi": "0.4"}).contrast_threshold is None  # no such fold: no own threshold
+
+
 def test_variants_scored_later_join_only_their_own_fold(tmp_path) -> None:  # type: ignore[no-untyped-def]
     fold = _fold({0.5: [(955, 40, 45)], 0.6: [(900, 5, 100)]})
     rows = {"0.5": fold["thresholds"]["0.5"], "ends0.6/0.5": overall({"head/0": _row(960, 30, 40)})}
