@@ -319,13 +319,18 @@ def calibrate(folds: dict[str, dict]) -> tuple[str, dict[str, dict]]:
     return max(meeting, key=lambda t: table[t]["dice"]), table
 
 
-def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> dict:
+def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None, contrast_class: bool = False) -> dict:
     """Calibrate on the held-out folds in ``results_dir`` (``calibrate_folds``), write
     ``calibration.json``; ``apply`` (a version) writes the choice into the shipped weights under
-    that version: a new way to cut changes what the node sends, so the version must change too."""
+    that version: a new way to cut changes what the node sends, so the version must change too.
+
+    ``contrast_class`` calibrates the contrast-enhanced folds as a class of their own
+    (``calibration-contrast-class.json``); otherwise they are T1. Off by default: 1.4.3 showed that
+    a class whose only fold is held out is calibrated on a network that never saw its kind, and
+    the final network, which trained on that head, wants another cut (MODEL_CARD.md)."""
     heads, *_ = load_heads(pack)
     folds = {h: json.loads((results_dir / f"loo-{h}.json").read_text()) for h in heads if (results_dir / f"loo-{h}.json").is_file()}
-    contrast = {h: "epi" if heads[h].echo_planar else "contrast" if heads[h].contrast_enhanced else "t1" for h in folds}
+    contrast = {h: "epi" if heads[h].echo_planar else "contrast" if contrast_class and heads[h].contrast_enhanced else "t1" for h in folds}
     for head in folds:
         if contrast[head] != "epi":
             merge_variants(head, folds[head], results_dir / f"variants-{head}.json")
@@ -336,7 +341,7 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None) -> di
             print(f"  {t}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "heads"))
     for name in ("before", "after", "after_blind"):
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in summary[name].items()))
-    (results_dir / "calibration.json").write_text(json.dumps(summary, indent=1))
+    (results_dir / ("calibration-contrast-class.json" if contrast_class else "calibration.json")).write_text(json.dumps(summary, indent=1))
     if apply:
         spec = chosen_inference(chosen)
         steps = "".join(f", {k} {getattr(spec, k):g}" for k in ("end_threshold", "smooth_mm") if getattr(spec, k))
@@ -437,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
     parser.add_argument("--context-mm", type=float, default=0.0, help="show the network each slice between its neighbours this far away (3 input channels; default: none)")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="loo: also keep a moving average of the weights (decay per step, e.g. 0.999) and score it as loo-HEAD-ema.json")
+    parser.add_argument("--contrast-class", action="store_true",
+                        help="calibrate: contrast-enhanced folds as a class of their own, with their own threshold (1.4.3, not shipped)")
     parser.add_argument("--apply", metavar="VERSION", help="calibrate: write what it chose into the shipped weights, as this model version (1.4.1); join: the version of the joined file")
     parser.add_argument("--weights", type=Path, default=WEIGHTS, help="the weights that score scores, or that final writes (default: the shipped ones; a fold's loo-HEAD.pt)")
     args = parser.parse_args(argv)
@@ -451,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         set_inference(INFERENCE, "1.3.0", {"inference": "three views fused on a 160-voxel grid, every 3rd grid slice, threshold 0.6 (1.2.0 network)"})
         return 0
     if args.phase == "calibrate":
-        run_calibrate(args.results, args.cases, args.apply)
+        run_calibrate(args.results, args.cases, args.apply, args.contrast_class)
         return 0
     if args.phase == "join":
         if len(args.heads) < 2 or not args.apply:
