@@ -96,11 +96,8 @@ class InferenceSpec:
     def threshold_for(self, echo_planar: bool, contrast_enhanced: bool) -> float:
         """The brain threshold for a series, by whether it is echo-planar, else by whether it was
         acquired after a contrast agent (an EPI with contrast, a perfusion series, is an EPI)."""
-        if echo_planar:
-            return self.threshold if self.epi_threshold is None else self.epi_threshold
-        if contrast_enhanced:
-            return self.threshold if self.contrast_threshold is None else self.contrast_threshold
-        return self.threshold
+        own = self.epi_threshold if echo_planar else self.contrast_threshold if contrast_enhanced else None
+        return self.threshold if own is None else own
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceSpec:

@@ -200,6 +200,7 @@ def load_nifti_case(image_path: Path | str, mask_path: Path | str, name: str | N
 
     volume = reorder(data)
     volume = volume - min(0.0, float(volume.min()))  # non-negative like MR magnitudes
+    sidecar = read_sidecar(Path(image_path))
     return Case(
         name=name or Path(image_path).parent.name,
         volume=volume.astype(np.float32),
@@ -207,8 +208,8 @@ def load_nifti_case(image_path: Path | str, mask_path: Path | str, name: str | N
         spacing=(zooms[0], zooms[2], zooms[1]),
         kind="nifti",
         directions=NIFTI_DIRECTIONS,
-        echo_planar=sidecar_echo_planar(Path(image_path)),
-        contrast_enhanced=sidecar_contrast_enhanced(Path(image_path)),
+        echo_planar=sidecar_echo_planar(sidecar),
+        contrast_enhanced=sidecar_contrast_enhanced(sidecar),
     )
 
 
@@ -222,17 +223,16 @@ def read_sidecar(image_path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def sidecar_echo_planar(image_path: Path) -> bool:
-    """Whether the image's BIDS sidecar names an echo-planar acquisition (``"ScanningSequence": "EP"``;
-    dcm2niix joins several values with ``_``). No sidecar, or one that is not JSON: not EPI."""
-    value = read_sidecar(image_path).get("ScanningSequence", "")
+def sidecar_echo_planar(sidecar: dict) -> bool:
+    """Whether a BIDS sidecar names an echo-planar acquisition (``"ScanningSequence": "EP"``;
+    dcm2niix joins several values with ``_``). An empty one (none, or not JSON): not EPI."""
+    value = sidecar.get("ScanningSequence", "")
     return isinstance(value, str) and "EP" in re.split(r"[_\\\s]+", value.upper())
 
 
-def sidecar_contrast_enhanced(image_path: Path) -> bool:
-    """Whether the image's BIDS sidecar names a contrast agent (``ContrastBolusIngredient``, as BIDS
-    has it, or ``ContrastBolusAgent``, the DICOM attribute's name), read as the node reads the header."""
-    sidecar = read_sidecar(image_path)
+def sidecar_contrast_enhanced(sidecar: dict) -> bool:
+    """Whether a BIDS sidecar names a contrast agent (``ContrastBolusIngredient``, as BIDS has it, or
+    ``ContrastBolusAgent``, the DICOM attribute's name), read as the node reads the header."""
     values = [sidecar.get(k) for k in ("ContrastBolusIngredient", "ContrastBolusAgent")]
     return names_an_agent([v for v in values if isinstance(v, str)])
 
