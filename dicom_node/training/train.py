@@ -49,6 +49,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     p_no_context: float = 0.1  # a network with neighbour channels sees the slice alone (as in a time series)
     ema_decay: float = 0.0  # > 0: also keep a moving average of the weights (TrainResult.ema_network)
+    bf16: bool = False  # the forward pass in bfloat16 autocast (weights, loss and optimiser stay float32)
     val_slices_per_case: int = 36
     seed: int = 0
     threads: int = 2
@@ -298,7 +299,8 @@ def _train(
         for _ in bar:
             images, masks = pool.batch(rng, config, config.batch_size)
             images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-            logit = brain_logit(network(images))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                logit = brain_logit(network(images)).float()
             loss = loss_fn(logit, masks, config.dice_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

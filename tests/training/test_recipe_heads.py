@@ -52,7 +52,7 @@ def _pack(tmp_path: Path, names: list[str]) -> Path:
 def test_recipe_1_5_0_trains_six_epi_at_a_third_of_a_heads_weight(tmp_path: Path) -> None:
     td = train_default
     names = [*td.HEADS, *td.ALWAYS_TRAINED, *td.NEVER_SEEN, *td.EPI_SLABS]
-    heads, always, _, _ = td.load_heads(_pack(tmp_path, names), td.RECIPE_HEADS["1.5.0"])
+    heads, always, _, _ = td.load_heads(_pack(tmp_path, names), td.RECIPES["1.5.0"])
     assert list(heads) == list(td.HEADS) and all(c.draw_weight == 1.0 for c in heads.values())
     drawn = {c.name: c.draw_weight for c in always if not c.negative}
     assert drawn == dict.fromkeys(["heudiconv-fmri", "heudiconv-b0", *td.MORE_EPI], pytest.approx(1 / 3))
@@ -67,4 +67,4 @@ def test_a_pack_without_the_recipes_heads_names_them(tmp_path: Path) -> None:
     td = train_default
     names = [*td.HEADS, "heudiconv-fmri", "heudiconv-b0", *td.NEVER_SEEN, *td.EPI_SLABS]
     with pytest.raises(SystemExit, match="recipe 1.5.0 trains on nireports-bold, .*brainiak-bold, not in the cases read: run models/fetch_heads.py"):
-        td.load_heads(_pack(tmp_path, names), td.RECIPE_HEADS["1.5.0"])
+        td.load_heads(_pack(tmp_path, names), td.RECIPES["1.5.0"])
