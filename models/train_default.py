@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("phase", choices=["all", "loo", "final", "pack", "inference", "score", "calibrate", "join"])
     parser.add_argument("heads", nargs="*", help="heads to leave out (loo; default all), the file to write (pack), or the weights to join")
     parser.add_argument("--cases", type=Path, help="read the cases from this file (written by pack), not the data folders")
-    parser.add_argument("--recipe", choices=list(RECIPES), default=VERSION, help=f"loo, final: the heads to train on besides the folds' (default {VERSION}, the shipped network's)")
+    parser.add_argument("--recipe", choices=list(RECIPES), default=VERSION, help=f"loo, final: the recipe (its extra heads, epochs, precision; default {VERSION}, the shipped network's)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (sampling, augmentation, initialisation)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where results, curves and checkpoints go (default: models/training-results)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the network trains (default: CUDA when present)")
