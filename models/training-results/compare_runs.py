@@ -32,6 +32,7 @@ RUNS = {  # a network of a fold: its folder and the suffix of its loo-HEAD{suffi
     "seed 0 and seed 1 averaged, every 3rd grid slice (two passes; radiomics-brain1's seed 0: the EMA pilot's final weights)": (RESULTS / "ensemble", "-pair"),
     "the same two, every 6th grid slice (one pass's cost)": (RESULTS / "ensemble", "-pair-step6"),
     "recipe 1.6.0 (48 epochs in bfloat16), seed 0": (RESULTS / "1.6.0", ""),
+    "recipe 1.7.0 (6 mm axial copies of the T1 heads trained on), seed 0": (RESULTS / "1.7.0", ""),
 }
 SHIPPED_CUT = "smooth1mm/0.55"
 
