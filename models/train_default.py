@@ -71,13 +71,13 @@ HEADS = {
 
 @dataclass(frozen=True)
 class Recipe:
-    """What a recipe changes against ``RECIPE``: the heads it trains on besides ``HEADS`` (which
+    """What a recipe changes against ``TRAINING``: the heads it trains on besides ``HEADS`` (which
     the folds hold out in turn), and how long and in what precision it trains."""
 
     version: str
     always_trained: tuple[str, ...]  # in every run, never held out
     always_weight: float = 1.0  # how often each is drawn, against 1 for each of HEADS
-    epochs: int = 36
+    epochs: int | None = None  # None: TRAINING's
     bf16: bool = False  # bfloat16 autocast: about 1.3x the steps an hour on this CPU (avx512_bf16)
     thick_mm: float | None = None  # also train on each T1 head trained on as an axial acquisition of slices this thick
     thick_weight: float = 0.5  # how often each such copy is drawn, against 1 for each of HEADS
@@ -119,7 +119,7 @@ VARIANTS: dict[str, InferenceSpec] = {
     **{f"ends{t:g}/{e:g}": replace(INFERENCE, threshold=t, end_threshold=e) for t in (0.55, 0.6, 0.65, 0.7) for e in (0.4, 0.5)},
     **{f"smooth{s:g}mm/{t:g}": replace(INFERENCE, threshold=t, smooth_mm=s) for s in (1.0, 2.0) for t in (0.5, 0.55, 0.6, 0.65, 0.7)},
 }
-RECIPE = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's
+TRAINING = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's, before a recipe's changes
 CARD = {
     "architecture": "DeepLabV3Plus (segmentation-models-pytorch), tu-mobilenetv3_large_100 encoder from random init, 160x160, 1 channel in, brain logit out",
     "data": "Siemens Skyra + Philips Ingenia sagittal T1 DICOM (deepbet SEG), MNI152 2mm + ROBEX atlas T1 NIfTI, pycortex S1 T1, pyradiomics brain1 axial CE-T1, sdcflows SE-EPI, ds000031 T1, seg3d epilepsy T1, heudiconv Siemens fMRI and diffusion b0 EPI mosaics (deepbet masks), GE phantom as negative",
@@ -489,15 +489,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "score":
         run_score(args.heads or [*NEVER_SEEN, *MORE_NEVER_SEEN, *EPI_SLABS], args.results, args.cases, args.weights)
         return 0
-    trained_on = RECIPES[args.recipe]
-    recipe = replace(RECIPE, epochs=args.epochs or trained_on.epochs, bf16=trained_on.bf16, max_seconds=budget, threads=args.threads,
+    recipe = RECIPES[args.recipe]
+    config = replace(TRAINING, epochs=args.epochs or recipe.epochs or TRAINING.epochs, bf16=recipe.bf16, max_seconds=budget, threads=args.threads,
                      device=args.device, seed=args.seed, ema_decay=args.ema)
     if args.context_mm:
-        recipe = replace(recipe, arch=replace(recipe.arch, in_channels=3, context_mm=args.context_mm))
+        config = replace(config, arch=replace(config.arch, in_channels=3, context_mm=args.context_mm))
     if args.phase in ("all", "loo"):
-        run_loo(args.heads or list(HEADS), recipe, args.cases, args.results, trained_on)
+        run_loo(args.heads or list(HEADS), config, args.cases, args.results, recipe)
     if args.phase in ("all", "final"):
-        run_final(recipe, args.cases, args.results, args.weights, trained_on)
+        run_final(config, args.cases, args.results, args.weights, recipe)
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dicom_node.training.data import Case, save_cases
+from dicom_node.training.data import NIFTI_DIRECTIONS, Case, save_cases
 from dicom_node.training.train import SlicePool
 from tests.training.test_calibration import train_default
 
@@ -73,7 +73,7 @@ def test_a_pack_without_the_recipes_heads_names_them(tmp_path: Path) -> None:
 def test_recipe_1_7_0_trains_thick_copies_of_the_t1_heads_it_trains_on_and_never_of_the_held_out_one(tmp_path: Path) -> None:
     td = train_default
     names = [*td.HEADS, *td.ALWAYS_TRAINED, *td.NEVER_SEEN, *td.EPI_SLABS]
-    cases = [replace(_head(n), directions=((-1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, -1.0, 0.0)), echo_planar=n == "sdcflows-epi") for n in names]
+    cases = [replace(_head(n), directions=NIFTI_DIRECTIONS, echo_planar=n == "sdcflows-epi") for n in names]
     pack = save_cases(tmp_path / "cases.npz", cases)
     recipe = td.RECIPES["1.7.0"]
     heads, always, _, _ = td.load_heads(pack, recipe)
