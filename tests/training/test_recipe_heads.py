@@ -83,5 +83,8 @@ def test_recipe_1_7_0_trains_thick_copies_of_the_t1_heads_it_trains_on_and_never
     assert sorted(copies) == sorted(f"{n}-axial6mm" for n in t1_trained)  # not the held-out head, not the EPI
     assert all(c.draw_weight == 0.5 and c.spacing[1] == 6.0 for c in copies.values())
     assert [c.name for c in trained if c.name in td.HEADS] == [n for n in td.HEADS if n != "radiomics-brain1"]
+    # 1.8.0 draws the same copies a quarter as often as a head
+    quarter = [c for c in td.training_cases(heads, always, td.RECIPES["1.8.0"], held="radiomics-brain1") if c.name.endswith("-axial6mm")]
+    assert sorted(c.name for c in quarter) == sorted(copies) and all(c.draw_weight == 0.25 for c in quarter)
     # the shipped recipe trains on no copy
     assert not [c for c in td.training_cases(heads, always, td.RECIPES["1.4.0"], held="siemens") if "axial" in c.name]
