@@ -90,12 +90,12 @@ class Recipe:
 # share of the slices, and the EPI share is more varied.
 MOSAICS = ("heudiconv-fmri", "heudiconv-b0")
 MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-bold")
-# 1.6.0 (a candidate, fifteenth session): 1.4.0's heads, a third more steps in bfloat16, in about
+# 1.6.0 (stopped at its pilots, fifteenth session): 1.4.0's heads, a third more steps in bfloat16, in about
 # the hour 1.4.0 takes in float32 (the validation Dice was still rising at 1.4.0's last epochs).
-# 1.7.0 (a candidate, fifteenth session): 1.4.0, plus each T1 head of the run as a 6 mm axial
+# 1.7.0 (stopped at its pilots, sixteenth session): 1.4.0, plus each T1 head of the run as a 6 mm axial
 # acquisition (``thick_slice_copy``). Held out, the one thick-slice head, radiomics-brain1, has
 # over-segmented in every network; it is the kind of the never-seen radiomics-brain2.
-# 1.8.0 (a candidate, sixteenth session): 1.6.0's training with 1.7.0's copies at half 1.7.0's
+# 1.8.0 (stopped at its pilots, both below the rule, sixteenth session): 1.6.0's training with 1.7.0's copies at half 1.7.0's
 # weight. Each of the two passed one pilot and failed the other: 1.6.0's longer training helped
 # pycortex-s1 and over-segmented radiomics-brain1; 1.7.0's copies helped radiomics-brain1 and
 # over-segmented pycortex-s1 (its precision fell from 0.955-0.961 to 0.925).
