@@ -95,10 +95,8 @@ MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-
 # 1.7.0 (stopped at its pilots, sixteenth session): 1.4.0, plus each T1 head of the run as a 6 mm axial
 # acquisition (``thick_slice_copy``). Held out, the one thick-slice head, radiomics-brain1, has
 # over-segmented in every network; it is the kind of the never-seen radiomics-brain2.
-# 1.8.0 (stopped at its pilots, both below the rule, sixteenth session): 1.6.0's training with 1.7.0's copies at half 1.7.0's
-# weight. Each of the two passed one pilot and failed the other: 1.6.0's longer training helped
-# pycortex-s1 and over-segmented radiomics-brain1; 1.7.0's copies helped radiomics-brain1 and
-# over-segmented pycortex-s1 (its precision fell from 0.955-0.961 to 0.925).
+# 1.8.0 (stopped at its pilots, sixteenth session): 1.6.0's training plus 1.7.0's copies at a
+# quarter of a head's weight. Why each of 1.6.0-1.8.0 was tried and how it stopped: MODEL_CARD.md.
 RECIPES = {r.version: r for r in (Recipe("1.4.0", MOSAICS), Recipe("1.5.0", (*MOSAICS, *MORE_EPI), always_weight=2 / 6),
                                   Recipe("1.6.0", MOSAICS, epochs=48, bf16=True), Recipe("1.7.0", MOSAICS, thick_mm=6.0),
                                   Recipe("1.8.0", MOSAICS, epochs=48, bf16=True, thick_mm=6.0, thick_weight=0.25))}
