@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,7 +48,7 @@ from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo  # 
 from dicom_node.imaging.network import NetworkMean, load_weights, networks_of, save_weights  # noqa: E402
 from dicom_node.training.curves import plot_history  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases, save_cases, thick_slice_copy  # noqa: E402
-from dicom_node.training.evaluate import evaluate_case  # noqa: E402
+from dicom_node.training.evaluate import evaluate_case, load_probabilities, save_probabilities, score_kept  # noqa: E402
 from dicom_node.training.metrics import format_table, overall  # noqa: E402
 from dicom_node.training.train import TrainConfig, train  # noqa: E402
 
@@ -121,6 +122,10 @@ CALIBRATION = (0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)  # eve
 VARIANTS: dict[str, InferenceSpec] = {
     **{f"ends{t:g}/{e:g}": replace(INFERENCE, threshold=t, end_threshold=e) for t in (0.55, 0.6, 0.65, 0.7) for e in (0.4, 0.5)},
     **{f"smooth{s:g}mm/{t:g}": replace(INFERENCE, threshold=t, smooth_mm=s) for s in (1.0, 2.0) for t in (0.5, 0.55, 0.6, 0.65, 0.7)},
+    # Each series its own threshold, where fewest voxels are undecided, on 1.4.2's steps (seventeenth
+    # session; the rule that decides on them is in MODEL_CARD.md): scored on kept probabilities.
+    **{f"valley{lo:g}-{hi:g}/w{w:g}": replace(INFERENCE, threshold=0.55, smooth_mm=1.0, valley=(lo, hi), valley_window=w)
+       for lo, hi in ((0.45, 0.8), (0.5, 0.75)) for w in (0.05, 0.1)},
 }
 TRAINING = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's, before a recipe's changes
 CARD = {
@@ -169,8 +174,9 @@ def training_cases(heads: dict[str, Case], always: list[Case], recipe: Recipe, h
 
 def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS,
             recipe: Recipe = RECIPES[VERSION]) -> dict:
-    """Train a fold of ``recipe`` per held-out head and score it: ``loo-HEAD.json``, and with a moving
-    average of the weights (``config.ema_decay``) that network's scores too, ``loo-HEAD-ema.json``."""
+    """Train a fold of ``recipe`` per held-out head and score it: ``loo-HEAD.json`` and the held-out
+    head's probabilities, ``loo-HEAD-probabilities.npz`` (``score_kept`` scores other cuts from them);
+    with a moving average of the weights (``config.ema_decay``) that network's too, ``loo-HEAD-ema.*``."""
     heads, always, _, _ = load_heads(pack, recipe)
     results = {}
     for held in names:
@@ -181,18 +187,24 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
         plot_history(result.history, results_dir / f"loo-{held}-curve.png", title=f"leave out {held}")
         networks = {"": result.network, **({"-ema": result.ema_network} if result.ema_network is not None else {})}
         for suffix, network in networks.items():
-            results[held + suffix] = {**score_fold(network, result.arch, config.inference, heads[held]),
+            kept = results_dir / f"loo-{held}{suffix}-probabilities.npz"
+            results[held + suffix] = {**score_fold(network, result.arch, config.inference, heads[held], keep=kept),
                                       "history": result.history, "train_seconds": result.seconds, "ema_decay": config.ema_decay if suffix else 0.0,
                                       "device": str(next(network.parameters()).device), "wall_seconds": time.perf_counter() - started}
             (results_dir / f"loo-{held}{suffix}.json").write_text(json.dumps(results[held + suffix], indent=1))
     return results
 
 
-def score_fold(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, case: Case, variants: dict[str, InferenceSpec] = VARIANTS) -> dict:
+def score_fold(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, case: Case, variants: dict[str, InferenceSpec] = VARIANTS,
+               keep: Path | None = None) -> dict:
     """A held-out head scored as the node runs it (every ``CALIBRATION`` threshold, and for T1 every
-    one of ``variants``' 3D steps) and in one view (as before 1.3.0), in all three orientations."""
+    one of ``variants``' 3D steps) and in one view (as before 1.3.0), in all three orientations;
+    the node's probabilities saved to ``keep`` (``save_probabilities``) when given."""
     variants = {} if case.echo_planar else variants
-    scored = evaluate_case(network, ModelInfo(NAME, VERSION, arch, inference=inference), case, axes="all", thresholds=CALIBRATION, variants=variants)
+    kept: dict[str, np.ndarray] = {}
+    scored = evaluate_case(network, ModelInfo(NAME, VERSION, arch, inference=inference), case, axes="all", thresholds=CALIBRATION, variants=variants, kept=kept)
+    if keep is not None:
+        save_probabilities(keep, kept)
     per_series = {k: v for k, v in scored.items() if "@" not in k}
     head_total = overall(per_series)
     print(format_table(per_series, head_total), flush=True)
@@ -353,7 +365,7 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None, contr
     contrast = {h: "epi" if heads[h].echo_planar else "contrast" if contrast_class and heads[h].contrast_enhanced else "t1" for h in folds}
     for head in folds:
         if contrast[head] != "epi":
-            merge_variants(head, folds[head], results_dir / f"variants-{head}.json")
+            merge_variants(head, folds[head], results_dir / f"variants-{head}.json", heads[head])
     chosen, summary = calibrate_folds(folds, contrast)
     for group, table in summary["groups"].items():
         print(f"{group} ({', '.join(table['heads'])}): {table['threshold']}")
@@ -365,26 +377,45 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None, contr
     if apply:
         spec = chosen_inference(chosen)
         steps = "".join(f", {k} {getattr(spec, k):g}" for k in ("end_threshold", "smooth_mm") if getattr(spec, k))
+        steps += f", each series its own threshold in {spec.valley[0]:g}-{spec.valley[1]:g} (valley, window {spec.valley_window:g})" if spec.valley else ""
         others = f"EPI {spec.epi_threshold}" + (f", contrast-enhanced {spec.contrast_threshold}" if spec.contrast_threshold is not None else "")
         set_inference(spec, apply, {"inference": f"three views fused on a 160-voxel grid, every 3rd grid slice, threshold {spec.threshold:g}{steps} ({others})"})
     return summary
 
 
-def merge_variants(head: str, fold: dict, path: Path) -> None:
+def merge_variants(head: str, fold: dict, path: Path, case: Case | None = None) -> None:
     """Add the ``VARIANTS`` rows of a fold scored after its run (``postprocess_variants.py
-    --node``) to ``fold``'s table, after checking that they come from that fold's network."""
+    --node``, or from the probabilities it kept: ``score_kept_variants``) to ``fold``'s table,
+    after checking that they come from that fold's network."""
     if set(VARIANTS) <= set(fold["thresholds"]):
         return  # scored by run_loo itself
+    kept = path.with_name(f"loo-{head}-probabilities.npz")
+    if case is not None and kept.is_file() and not (path.is_file() and set(VARIANTS) <= set(json.loads(path.read_text())["thresholds"])):
+        score_kept_variants(case, kept, path)
     if not path.is_file():
         print(f"{head}: no {path.name}, so no variant is weighed (they must be on every fold)")
         return
     scored = json.loads(path.read_text())
     if not scored["weights"].startswith(f"{NAME}-loo-{head} "):
         raise SystemExit(f"{path}: scored with {scored['weights']}, not the network of the fold that held out {head}")
+    tolerance = KEPT_TOLERANCE if scored.get("kept") else 1e-9
     for key, row in scored["thresholds"].items():
-        if key in fold["thresholds"] and abs(row["dice"] - fold["thresholds"][key]["dice"]) > 1e-9:
+        if key in fold["thresholds"] and abs(row["dice"] - fold["thresholds"][key]["dice"]) > tolerance:
             raise SystemExit(f"{path}: {key} scores {row['dice']:.6f}, the fold's own run {fold['thresholds'][key]['dice']:.6f}: not the same network or path")
     fold["thresholds"] = {**scored["thresholds"], **fold["thresholds"]}
+
+
+KEPT_TOLERANCE = 2e-3  # Dice: kept probabilities are in 1/255 steps, so a cut of them differs by a few voxels
+
+
+def score_kept_variants(case: Case, kept: Path, out: Path) -> None:
+    """Every ``CALIBRATION`` threshold and ``VARIANTS`` row of a held-out head, scored from the
+    probabilities its fold kept (``score_fold``), as ``merge_variants`` reads them: a variant
+    added after the fold ran is weighed without training the fold again."""
+    scored = score_kept(load_probabilities(kept), INFERENCE, case, thresholds=CALIBRATION, variants=VARIANTS)
+    out.write_text(json.dumps({"weights": f"{NAME}-loo-{case.name} (kept probabilities)", "kept": True,
+                               "thresholds": by_threshold(scored, VARIANTS)}, indent=1))
+    print(f"{out}: scored from {kept.name}", flush=True)
 
 
 def cut_spec(key: str) -> InferenceSpec:

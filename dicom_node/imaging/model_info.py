@@ -59,7 +59,8 @@ class InferenceSpec:
     acquired after a contrast agent, whose enhancing dura and vessels at the brain's rim the network
     takes for brain (its 3D steps stay the same). ``end_threshold`` (a threshold for the ends of the brain) and
     ``smooth_mm`` (a 3D Gaussian on the probabilities first) are for regular T1-like volumes
-    (``dicom_node.imaging.thresholding``). ``mirror`` averages each slice's logits with those of its
+    (``dicom_node.imaging.thresholding``), as is ``valley``, a (low, high) range in which each such
+    series takes its own threshold: the one fewest voxels lie near (within ``valley_window``/2). ``mirror`` averages each slice's logits with those of its
     left-right mirror (``dicom_node.imaging.mirror``). A weights file without them gets the
     defaults: one view at 0.5, as every model before 1.3.0 was run.
     """
@@ -72,6 +73,8 @@ class InferenceSpec:
     contrast_threshold: float | None = None
     end_threshold: float | None = None
     smooth_mm: float = 0.0
+    valley: tuple[float, float] | None = None
+    valley_window: float = 0.1
     mirror: bool = False
 
     def __post_init__(self) -> None:
@@ -85,6 +88,12 @@ class InferenceSpec:
                             ("end_threshold", self.end_threshold)):
             if value is not None and not 0.0 < value < 1.0:
                 raise ValueError(f"inference {name} must lie between 0 and 1, not {value}.")
+        if self.valley is not None:
+            object.__setattr__(self, "valley", tuple(float(v) for v in self.valley))  # a list, read back from a weights file
+            if len(self.valley) != 2 or not 0.0 < self.valley[0] < self.valley[1] < 1.0:
+                raise ValueError(f"inference valley must be two probabilities, low below high, not {self.valley}.")
+        if not 0.0 < self.valley_window < 0.5:
+            raise ValueError(f"inference valley_window must lie between 0 and 0.5, not {self.valley_window}.")
         if self.step < 1 or self.grid_size < 32 or self.grid_size % 16:
             raise ValueError(f"inference step must be >= 1 and grid_size a multiple of 16 >= 32, not {self.step} and {self.grid_size}.")
 

@@ -13,7 +13,7 @@ from dicom_node.imaging.model_info import ArchSpec, InferenceSpec
 from dicom_node.imaging.network import build_network, load_weights, save_weights
 from dicom_node.imaging.postprocess import clean_mask
 from dicom_node.imaging.segmenter import Segmenter, volume_slice_spacing
-from dicom_node.imaging.thresholding import brain_voxels, end_zone, smooth_probabilities
+from dicom_node.imaging.thresholding import brain_voxels, end_zone, smooth_probabilities, valley_threshold
 
 SPACING = (3.0, 2.0, 2.0)  # 0.012 ml a voxel; 40 slices make 120 mm, enough to fuse the views
 FUSED = InferenceSpec(views=3, threshold=0.6)
@@ -81,9 +81,38 @@ def test_smoothing_runs_before_the_threshold() -> None:
     assert smoothed[20, 20, 20]  # the doubtful spot in the middle is smoothed into the brain
 
 
+def test_the_valley_threshold_sits_where_fewest_voxels_are_undecided() -> None:
+    rng = np.random.default_rng(0)
+    # Brain near 0.95, background near 0.03, and a shoulder of rim voxels at 0.55-0.62: a cut at
+    # 0.55 takes the rim; the valley between the shoulder and the brain lies at 0.7-0.8.
+    probs = np.concatenate([rng.uniform(0.9, 1.0, 50_000), rng.uniform(0.0, 0.06, 50_000), rng.uniform(0.55, 0.62, 5_000),
+                            rng.uniform(0.0, 1.0, 2_000)]).astype(np.float32)
+    cut = valley_threshold(probs, 0.45, 0.8, 0.1, fallback=0.55)
+    assert 0.68 <= cut <= 0.8
+    assert valley_threshold(probs, 0.45, 0.6, 0.1, fallback=0.55) == 0.45  # only in its range: below the shoulder
+    even = np.linspace(0.0, 1.0, 10_001, dtype=np.float32)  # no valley anywhere: the fallback
+    assert valley_threshold(even, 0.45, 0.8, 0.05, fallback=0.55) == 0.55
+    # Each series its own: the same rim at 0.75 moves the cut below it.
+    shifted = np.where((probs >= 0.55) & (probs < 0.62), probs + 0.2, probs)
+    assert 0.45 <= valley_threshold(shifted, 0.45, 0.8, 0.1, fallback=0.55) <= 0.68
+
+
+def test_the_valley_threshold_cuts_fused_t1_only() -> None:
+    probs = _head()  # brain at 0.9, doubtful voxels at 0.55, background 0.05: the valley is above 0.6
+    spec = replace(FUSED, valley=(0.5, 0.8))
+    cut = valley_threshold(probs, 0.5, 0.8, 0.1, fallback=0.6)
+    assert cut == 0.61  # the nearest to 0.6 with no probability within 0.05 of it
+    assert np.array_equal(brain_voxels(probs, spec, echo_planar=False, contrast_enhanced=False, spacing=SPACING), probs >= cut)
+    assert not brain_voxels(probs, spec, echo_planar=False, contrast_enhanced=False, spacing=SPACING)[33, 20, 20]  # the doubtful slab is left out
+    assert np.array_equal(brain_voxels(probs, spec, echo_planar=True, contrast_enhanced=False, spacing=SPACING), probs >= 0.6)  # an EPI: its threshold
+    assert np.array_equal(brain_voxels(probs, spec, echo_planar=False, contrast_enhanced=False, spacing=None), probs >= 0.6)  # not one volume
+    with pytest.raises(ValueError, match="valley must be two probabilities, low below high"):
+        InferenceSpec(valley=(0.8, 0.5))
+
+
 def test_the_steps_are_stored_with_the_weights_and_checked(tmp_path: Path) -> None:
     arch = ArchSpec(input_size=64)
-    spec = InferenceSpec(threshold=0.6, epi_threshold=0.4, end_threshold=0.5, smooth_mm=1.0)
+    spec = InferenceSpec(threshold=0.6, epi_threshold=0.4, end_threshold=0.5, smooth_mm=1.0, valley=(0.45, 0.8), valley_window=0.05)
     _, info = load_weights(save_weights(tmp_path / "w.pt", build_network(arch), arch, name="n", version="1", inference=spec))
     assert info.inference == spec
     with pytest.raises(ValueError, match="end_threshold must lie between 0 and 1, not 0.0"):

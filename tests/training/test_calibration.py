@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -115,6 +116,36 @@ def test_variants_scored_later_join_only_their_own_fold(tmp_path) -> None:  # ty
     plain = _fold({0.5: [(955, 40, 45)]}, shipped=0.5)
     train_default.merge_variants("c", plain, tmp_path / "variants-c.json")  # none scored: thresholds alone
     assert list(plain["thresholds"]) == ["0.5"]
+
+
+def test_a_fold_that_kept_its_probabilities_is_scored_on_variants_added_later(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A fold run before a variant existed: calibration scores the variant from the held-out head's
+    kept probabilities (variants-HEAD.json, kept for the next calibration), checked against the
+    fold's own rows to the 1/255 steps the probabilities are kept in."""
+    import numpy as np
+    import torch
+
+    from dicom_node.imaging.model_info import ArchSpec, ModelInfo
+    from dicom_node.imaging.network import build_network
+    from dicom_node.training.evaluate import evaluate_case, save_probabilities
+    from tests.training.test_train_and_shipped import _toy_case
+
+    torch.manual_seed(0)
+    case = _toy_case()
+    info = ModelInfo("toy", "0", ArchSpec(input_size=48, decoder_channels=32), inference=replace(train_default.INFERENCE, grid_size=48, step=1))
+    kept: dict[str, np.ndarray] = {}
+    scored = evaluate_case(build_network(info.arch), info, case, axes="all", thresholds=train_default.CALIBRATION, kept=kept)
+    fold = {"thresholds": train_default.by_threshold(scored)}  # as a fold run without VARIANTS wrote it
+    save_probabilities(tmp_path / "loo-toy-probabilities.npz", kept)
+    path = tmp_path / "variants-toy.json"
+    train_default.merge_variants("toy", fold, path, case)
+    assert set(train_default.VARIANTS) <= set(fold["thresholds"]) and "valley0.45-0.8/w0.1" in fold["thresholds"]
+    assert json.loads(path.read_text())["kept"] is True
+    for t in train_default.CALIBRATION:  # the fold's own rows are kept; the kept probabilities gave the same
+        assert abs(json.loads(path.read_text())["thresholds"][f"{t:g}"]["dice"] - fold["thresholds"][f"{t:g}"]["dice"]) <= train_default.KEPT_TOLERANCE
+    other = {"thresholds": {k: {**v, "dice": v["dice"] - 0.01} for k, v in train_default.by_threshold(scored).items()}}  # another network's
+    with pytest.raises(SystemExit, match="not the same network or path"):
+        train_default.merge_variants("toy", other, path, case)
 
 
 

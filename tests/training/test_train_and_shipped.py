@@ -201,3 +201,28 @@ def test_bfloat16_training_runs_the_convolutions_in_bfloat16_and_saves_float32(t
     assert result.history[1]["loss"] < result.history[0]["loss"]
     network, _ = load_weights(out)
     assert {t.dtype for t in network.state_dict().values() if t.is_floating_point()} == {torch.float32}
+
+
+def test_kept_probabilities_score_as_the_network_did(tmp_path: Path) -> None:
+    """A fold keeps its held-out head's probabilities (``loo-HEAD-probabilities.npz``) so that a
+    cut or 3D step is scored on every fold without training again: the kept probabilities must give
+    ``evaluate_case``'s rows, every threshold and variant, and survive the file to 1/255."""
+    from dicom_node.imaging.model_info import InferenceSpec, ModelInfo
+    from dicom_node.imaging.network import build_network
+    from dicom_node.training.evaluate import evaluate_case, load_probabilities, save_probabilities, score_kept
+
+    torch.manual_seed(0)
+    case = _toy_case()
+    inference = InferenceSpec(views=3, grid_size=48, step=1, threshold=0.5)
+    info = ModelInfo("toy", "0", ArchSpec(input_size=48, decoder_channels=32), inference=inference)
+    variants = {"smooth": replace(inference, smooth_mm=1.0), "ends": replace(inference, end_threshold=0.4)}
+    kept: dict[str, np.ndarray] = {}
+    rows = evaluate_case(build_network(info.arch), info, case, axes="all", thresholds=(0.4, 0.6), variants=variants, kept=kept)
+    assert set(kept) == {"sagittal", "axial", "coronal"}
+    assert kept["axial"].shape == (48, 48, 24)  # the stack oriented_stack makes along the second stored axis
+    assert score_kept(kept, inference, case, thresholds=(0.4, 0.6), variants=variants) == rows
+    path = save_probabilities(tmp_path / "loo-toy-probabilities.npz", kept)
+    loaded = load_probabilities(path)
+    assert set(loaded) == set(kept)
+    for name, prob in kept.items():
+        assert loaded[name].dtype == np.float32 and np.abs(loaded[name] - prob).max() <= 0.5 / 255 + 1e-6
