@@ -137,3 +137,18 @@ def test_the_segmenter_runs_the_steps_on_fused_views_only(shipped_segmenter: Seg
             assert mask.sum() > plain.sum() and not (plain & ~mask).any()  # the brain's ends kept at the lower threshold
         else:
             assert np.array_equal(mask, plain)
+
+
+def test_the_segmenter_cuts_a_real_series_at_its_own_valley(shipped_segmenter: Segmenter, load_named) -> None:  # type: ignore[no-untyped-def]
+    philips = load_named("sag-t1-philips-ingenia")
+    pixel_spacing, slice_spacing = philips.slices[0].pixel_spacing, volume_slice_spacing(philips)
+    assert pixel_spacing and slice_spacing
+    spec = replace(shipped_segmenter.info.inference, valley=(0.45, 0.8), valley_window=0.1)
+    assert spec.views == 3 and spec.end_threshold is None  # 1.4.2's steps: smoothing, then the cut
+    segmenter = Segmenter(shipped_segmenter.network, replace(shipped_segmenter.info, inference=spec), "cpu")
+    mask = segmenter.segment(philips).mask
+    probs = segmenter.predict_probabilities(philips.pixels, pixel_spacing, slice_spacing, volume_directions(philips))
+    smoothed = smooth_probabilities(probs, (slice_spacing, pixel_spacing[0], pixel_spacing[1]), spec.smooth_mm) if spec.smooth_mm else probs
+    cut = valley_threshold(smoothed, 0.45, 0.8, 0.1, fallback=spec.threshold)
+    assert 0.45 <= cut <= 0.8 and cut != spec.threshold  # 0.58 for 1.4.2 on this head: the mask tells the two apart
+    assert np.array_equal(mask, clean_mask(smoothed >= cut, philips.voxel_volume_ml()).mask)
