@@ -13,7 +13,7 @@ calibrated on the held-out folds like the threshold (``models/train_default.py c
   but the probability at the brain's edge shifts from head to head; a cut where few voxels are
   undecided moves with the edge, where a fixed cut falls inside a shoulder of rim voxels.
 
-Both are calibrated on fused probabilities, so they run only where the three views were fused
+All three are calibrated on fused probabilities, so they run only where the three views were fused
 (``InferenceSpec.fuses``) and on a T1-like contrast: an EPI, or a stack run slice by
 slice, is cut at its threshold alone.
 """

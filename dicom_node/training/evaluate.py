@@ -84,7 +84,7 @@ def score_kept(
 
 
 def save_probabilities(path: Path, kept: Mapping[str, np.ndarray]) -> Path:
-    """``kept`` in 1/255 steps, compressed (a held-out head is about 1-2 MB in each orientation):
+    """``kept`` in 1/255 steps, compressed (0.4-2 MB an orientation of a held-out head):
     a fold's probabilities outlive its network, so a post-processing rule is calibrated on every
     fold without training them again."""
     np.savez_compressed(path, **{name: np.rint(np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8) for name, prob in kept.items()})
