@@ -390,12 +390,12 @@ def merge_variants(head: str, fold: dict, path: Path, case: Case | None = None) 
     if set(VARIANTS) <= set(fold["thresholds"]):
         return  # scored by run_loo itself
     kept = path.with_name(f"loo-{head}-probabilities.npz")
-    if case is not None and kept.is_file() and not (path.is_file() and set(VARIANTS) <= set(json.loads(path.read_text())["thresholds"])):
-        score_kept_variants(case, kept, path)
-    if not path.is_file():
+    scored = json.loads(path.read_text()) if path.is_file() else None
+    if case is not None and kept.is_file() and (scored is None or not set(VARIANTS) <= set(scored["thresholds"])):
+        scored = score_kept_variants(case, kept, path)
+    if scored is None:
         print(f"{head}: no {path.name}, so no variant is weighed (they must be on every fold)")
         return
-    scored = json.loads(path.read_text())
     if not scored["weights"].startswith(f"{NAME}-loo-{head} "):
         raise SystemExit(f"{path}: scored with {scored['weights']}, not the network of the fold that held out {head}")
     tolerance = KEPT_TOLERANCE if scored.get("kept") else 1e-9
@@ -408,14 +408,15 @@ def merge_variants(head: str, fold: dict, path: Path, case: Case | None = None) 
 KEPT_TOLERANCE = 2e-3  # Dice: kept probabilities are in 1/255 steps, so a cut of them differs by a few voxels
 
 
-def score_kept_variants(case: Case, kept: Path, out: Path) -> None:
+def score_kept_variants(case: Case, kept: Path, out: Path) -> dict:
     """Every ``CALIBRATION`` threshold and ``VARIANTS`` row of a held-out head, scored from the
     probabilities its fold kept (``score_fold``), as ``merge_variants`` reads them: a variant
     added after the fold ran is weighed without training the fold again."""
     scored = score_kept(load_probabilities(kept), INFERENCE, case, thresholds=CALIBRATION, variants=VARIANTS)
-    out.write_text(json.dumps({"weights": f"{NAME}-loo-{case.name} (kept probabilities)", "kept": True,
-                               "thresholds": by_threshold(scored, VARIANTS)}, indent=1))
+    table = {"weights": f"{NAME}-loo-{case.name} (kept probabilities)", "kept": True, "thresholds": by_threshold(scored, VARIANTS)}
+    out.write_text(json.dumps(table, indent=1))
     print(f"{out}: scored from {kept.name}", flush=True)
+    return table
 
 
 def cut_spec(key: str) -> InferenceSpec:

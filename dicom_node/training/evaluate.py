@@ -13,7 +13,7 @@ from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo
 from dicom_node.imaging.postprocess import clean_mask
 from dicom_node.imaging.segmenter import brain_probabilities
 from dicom_node.imaging.thresholding import brain_voxels
-from dicom_node.imaging.triplanar import VIEW_AXES, Direction
+from dicom_node.imaging.triplanar import Direction
 from dicom_node.training.data import Case, oriented_stack, stack_directions
 from dicom_node.training.metrics import series_metrics
 
@@ -57,8 +57,8 @@ def evaluate_case(
     info = model if isinstance(model, ModelInfo) else ModelInfo("evaluated", "-", model)
     results = {}
     for axis in _axes(case, axes):
-        stack, _ = oriented_stack(case.volume, case.spacing, axis)
-        spacing = _spacing(case, axis)
+        stack, in_plane = oriented_stack(case.volume, case.spacing, axis)
+        spacing = (float(case.spacing[axis]), *in_plane)
         prob = predict_probabilities(network, info, stack, spacing, stack_directions(case, axis))
         if kept is not None:
             kept[_axis_names(case)[axis]] = prob
@@ -109,17 +109,11 @@ def _axis_names(case: Case) -> dict[int, str]:
     return NIFTI_AXIS_NAMES if case.kind == "nifti" else AXIS_NAMES
 
 
-def _spacing(case: Case, axis: int) -> tuple[float, float, float]:
-    """(slice, row, column) spacing of ``case`` stacked along ``axis`` (as ``oriented_stack``)."""
-    _, row, col = VIEW_AXES[axis]
-    return float(case.spacing[axis]), float(case.spacing[row]), float(case.spacing[col])
-
-
 def _score(prob: np.ndarray, case: Case, axis: int, inference: InferenceSpec, thresholds: Sequence[float],
            min_reference_fraction: float, variants: Mapping[str, InferenceSpec] | None) -> dict[str, dict[str, float]]:
     """The rows of one orientation of ``case`` from its probabilities ``prob``."""
-    ref, _ = oriented_stack(case.mask, case.spacing, axis)
-    spacing = _spacing(case, axis)
+    ref, in_plane = oriented_stack(case.mask, case.spacing, axis)
+    spacing = (float(case.spacing[axis]), *in_plane)
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
     name = f"{case.name}/{_axis_names(case)[axis]}"
     areas = ref.reshape(len(ref), -1).sum(axis=1)

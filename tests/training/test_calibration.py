@@ -140,13 +140,13 @@ def test_a_fold_that_kept_its_probabilities_is_scored_on_variants_added_later(tm
     path = tmp_path / "variants-toy.json"
     train_default.merge_variants("toy", fold, path, case)
     assert set(train_default.VARIANTS) <= set(fold["thresholds"]) and "valley0.45-0.8/w0.1" in fold["thresholds"]
-    assert json.loads(path.read_text())["kept"] is True
+    written = json.loads(path.read_text())
+    assert written["kept"] is True
     for t in train_default.CALIBRATION:  # the fold's own rows are kept; the kept probabilities gave the same
-        assert abs(json.loads(path.read_text())["thresholds"][f"{t:g}"]["dice"] - fold["thresholds"][f"{t:g}"]["dice"]) <= train_default.KEPT_TOLERANCE
+        assert abs(written["thresholds"][f"{t:g}"]["dice"] - fold["thresholds"][f"{t:g}"]["dice"]) <= train_default.KEPT_TOLERANCE
     other = {"thresholds": {k: {**v, "dice": v["dice"] - 0.01} for k, v in train_default.by_threshold(scored).items()}}  # another network's
     with pytest.raises(SystemExit, match="not the same network or path"):
         train_default.merge_variants("toy", other, path, case)
-
 
 
 def test_what_calibration_chose_becomes_the_node_inference() -> None:
