@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 
-from dicom_node.training.augment import AugmentConfig, augment, class_contrast, random_curve
+from dicom_node.training.augment import AugmentConfig, augment, class_contrast, random_curve, rim_enhancement
 
 SIZE = 96
 
@@ -90,3 +91,26 @@ def test_a_slice_and_its_neighbours_move_together_and_one_channel_is_unchanged()
         a, a_mask = augment(image[None], mask, valid, one)
         b, b_mask = augment(image, mask, valid, plain)
         assert a.shape == (1, SIZE, SIZE) and np.array_equal(a[0], b) and np.array_equal(a_mask, b_mask)
+
+
+def test_rim_enhancement_brightens_only_a_band_outside_the_brain() -> None:
+    """Recipe 1.9.0's contrast-agent look: bright structures outside the brain, within a few
+    pixels of it, never inside it; and at p_rim 0 the augmentation draws exactly as before."""
+    image, mask, valid = _phantom()
+    image = np.where(mask, 0.5, image).astype(np.float32)  # a brain darker than nothing around it
+    rng = np.random.default_rng(3)
+    lit_any = 0
+    for _ in range(20):
+        out = rim_enhancement(image, mask, valid, rng)
+        changed = out != image
+        assert not changed[mask].any()
+        assert (out >= image).all()
+        near = cv2.dilate(mask.astype(np.uint8), np.ones((21, 21), np.uint8)) > 0
+        assert not changed[~near].any()
+        lit_any += int((out[changed] > 0.5).sum())
+    assert lit_any > 100
+    plain = AugmentConfig()
+    a = augment(image, mask, valid, np.random.default_rng(7), plain)
+    b = augment(image, mask, valid, np.random.default_rng(7), replace(plain, p_rim=0.0))
+    c = augment(image, mask, valid, np.random.default_rng(7), replace(plain, p_rim=1.0))
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
