@@ -99,7 +99,7 @@ MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-
 # over-segmented in every network; it is the kind of the never-seen radiomics-brain2.
 # 1.8.0 (stopped at its pilots, sixteenth session): 1.6.0's training plus 1.7.0's copies at a
 # quarter of a head's weight. Why each of 1.6.0-1.8.0 was tried and how it stopped: MODEL_CARD.md.
-# 1.9.0 (a candidate, twentieth session): 1.4.0, with bright dura- and vessel-like structures drawn
+# 1.9.0 (stopped at its first pilot, twentieth session): 1.4.0, with bright dura- and vessel-like structures drawn
 # just outside the brain on 30 % of the training slices, which stay non-brain in the mask
 # (``rim_enhancement``): held out, the contrast-enhanced head over-segmented in every network.
 RECIPES = {r.version: r for r in (Recipe("1.4.0", MOSAICS), Recipe("1.5.0", (*MOSAICS, *MORE_EPI), always_weight=2 / 6),
