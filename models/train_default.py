@@ -138,11 +138,17 @@ VARIANTS: dict[str, InferenceSpec] = {
 }
 TRAINING = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's, before a recipe's changes
 CARD = {
-    "architecture": "DeepLabV3Plus (segmentation-models-pytorch), tu-mobilenetv3_large_100 encoder from random init, 160x160, 1 channel in, brain logit out",
+    "architecture": f"DeepLabV3Plus (segmentation-models-pytorch), {ArchSpec().encoder_name} encoder from random init, 160x160, 1 channel in, brain logit out",
     "data": "Siemens Skyra + Philips Ingenia sagittal T1 DICOM (deepbet SEG), MNI152 2mm + ROBEX atlas T1 NIfTI, pycortex S1 T1, pyradiomics brain1 axial CE-T1, sdcflows SE-EPI, ds000031 T1, seg3d epilepsy T1, heudiconv Siemens fMRI and diffusion b0 EPI mosaics (deepbet masks), GE phantom as negative",
     "reference": "deepbet 1.0.2 masks: a reference, not ground truth",
     "card": "models/MODEL_CARD.md",
 }
+
+
+def recipe_config(recipe: Recipe) -> TrainConfig:
+    """``TRAINING`` with what ``recipe`` changes: epochs, precision, augmentation, encoder."""
+    config = replace(TRAINING, epochs=recipe.epochs or TRAINING.epochs, bf16=recipe.bf16, augment=replace(TRAINING.augment, p_rim=recipe.rim))
+    return replace(config, arch=replace(config.arch, encoder_name=recipe.encoder)) if recipe.encoder else config
 
 
 def read_cases(log=print) -> list[Case]:
@@ -247,6 +253,8 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     metrics["epochs"] = float(len(result.history))
     thick = f"; each T1 head also as a {recipe.thick_mm:g} mm axial acquisition" if recipe.thick_mm else ""
     card = CARD if recipe.version == VERSION else {**CARD, "data": f"{CARD['data']}; recipe {recipe.version} also: {', '.join(recipe.always_trained)}{thick}"}
+    if recipe.encoder:
+        card = {**card, "architecture": card["architecture"].replace(TRAINING.arch.encoder_name, recipe.encoder)}
     save_weights(weights, network, result.arch, name=NAME, version=recipe.version, metrics=metrics, card=card, inference=config.inference)
     summary = {"series": per_series, "overall": total,
                "history": result.history, "train_seconds": result.seconds, "device": str(next(network.parameters()).device),
@@ -534,10 +542,9 @@ def main(argv: list[str] | None = None) -> int:
         run_score(args.heads or [*NEVER_SEEN, *MORE_NEVER_SEEN, *EPI_SLABS], args.results, args.cases, args.weights)
         return 0
     recipe = RECIPES[args.recipe]
-    config = replace(TRAINING, epochs=args.epochs or recipe.epochs or TRAINING.epochs, bf16=recipe.bf16, max_seconds=budget, threads=args.threads,
-                     device=args.device, seed=args.seed, ema_decay=args.ema, augment=replace(TRAINING.augment, p_rim=recipe.rim))
-    if recipe.encoder:
-        config = replace(config, arch=replace(config.arch, encoder_name=recipe.encoder))
+    config = replace(recipe_config(recipe), max_seconds=budget, threads=args.threads, device=args.device, seed=args.seed, ema_decay=args.ema)
+    if args.epochs:
+        config = replace(config, epochs=args.epochs)
     if args.context_mm:
         config = replace(config, arch=replace(config.arch, in_channels=3, context_mm=args.context_mm))
     if args.phase in ("all", "loo"):

@@ -88,3 +88,18 @@ def test_recipe_1_7_0_trains_thick_copies_of_the_t1_heads_it_trains_on_and_never
     assert sorted(c.name for c in quarter) == sorted(copies) and all(c.draw_weight == 0.25 for c in quarter)
     # the shipped recipe trains on no copy
     assert not [c for c in td.training_cases(heads, always, td.RECIPES["1.4.0"], held="siemens") if "axial" in c.name]
+
+
+def test_recipe_1_10_0_trains_the_small_encoder_and_earlier_recipes_keep_theirs() -> None:
+    import torch
+
+    from dicom_node.imaging.network import build_network
+
+    small, large = (train_default.recipe_config(train_default.RECIPES[v]).arch for v in ("1.10.0", "1.4.0"))
+    assert (small.encoder_name, large.encoder_name) == ("tu-mobilenetv3_small_100", "tu-mobilenetv3_large_100")
+    assert replace(small, encoder_name=large.encoder_name) == large  # nothing else of the network changes
+    networks = [build_network(a).eval() for a in (small, large)]
+    sizes = [sum(p.numel() for p in n.parameters()) for n in networks]
+    assert sizes[0] < sizes[1] / 2  # 1.44 M against 3.74 M parameters
+    with torch.no_grad():
+        assert networks[0](torch.zeros(1, 1, small.input_size, small.input_size)).shape == (1, 1, small.input_size, small.input_size)
