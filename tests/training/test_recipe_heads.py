@@ -90,7 +90,7 @@ def test_recipe_1_7_0_trains_thick_copies_of_the_t1_heads_it_trains_on_and_never
     assert not [c for c in td.training_cases(heads, always, td.RECIPES["1.4.0"], held="siemens") if "axial" in c.name]
 
 
-def test_recipe_1_10_0_trains_the_small_encoder_and_earlier_recipes_keep_theirs() -> None:
+def test_recipes_1_10_0_and_1_11_0_train_smaller_networks_and_earlier_recipes_keep_theirs() -> None:
     import torch
 
     from dicom_node.imaging.network import build_network
@@ -98,6 +98,9 @@ def test_recipe_1_10_0_trains_the_small_encoder_and_earlier_recipes_keep_theirs(
     small, large = (train_default.recipe_config(train_default.RECIPES[v]).arch for v in ("1.10.0", "1.4.0"))
     assert (small.encoder_name, large.encoder_name) == ("tu-mobilenetv3_small_100", "tu-mobilenetv3_large_100")
     assert replace(small, encoder_name=large.encoder_name) == large  # nothing else of the network changes
+    narrow = train_default.recipe_config(train_default.RECIPES["1.11.0"]).arch
+    assert replace(narrow, encoder_name=large.encoder_name, decoder_channels=large.decoder_channels) == large
+    assert (narrow.encoder_name, narrow.decoder_channels) == ("tu-mobilenetv3_large_075", 64)
     networks = [build_network(a).eval() for a in (small, large)]
     sizes = [sum(p.numel() for p in n.parameters()) for n in networks]
     assert sizes[0] < sizes[1] / 2  # 1.44 M against 3.74 M parameters
