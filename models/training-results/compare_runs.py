@@ -36,6 +36,8 @@ RUNS = {  # a network of a fold: its folder and the suffix of its loo-HEAD{suffi
     "recipe 1.8.0 (1.6.0 with the copies at a quarter weight), seed 0": (RESULTS / "1.8.0", ""),
     "recipe 1.4.0 again, its probabilities kept (seventeenth session), seed 0": (RESULTS / "1.4.0-kept", ""),
     "recipe 1.9.0 (a contrast agent's bright rim drawn on 30 % of the slices), seed 0": (RESULTS / "1.9.0", ""),
+    "recipe 1.10.0 (the small MobileNetV3 encoder), seed 0": (RESULTS / "1.10.0", ""),
+    "recipe 1.11.0 (the large encoder at 0.75 width, 64 decoder channels), seed 0": (RESULTS / "1.11.0", ""),
 }
 SHIPPED_CUT = "smooth1mm/0.55"
 
