@@ -107,8 +107,8 @@ MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-
 # 1.10.0 (a candidate, twenty-first session): 1.4.0 with the small MobileNetV3 encoder, whose network
 # runs the 151 slices of the Siemens series in half the time (0.71 s against 1.36 s on this CPU):
 # the whole series measured 1.04-1.11 x deepbet's time here with 1.4.0's network. Stopped at its
-# first pilot. 1.11.0 (a candidate, the same session): the large encoder at 0.75 width and a decoder
-# of 64 channels, between the two (0.85 s).
+# first pilot. 1.11.0 (stopped at its first pilot, the same session): the large encoder at 0.75 width
+# and a decoder of 64 channels, between the two (0.85 s).
 RECIPES = {r.version: r for r in (Recipe("1.4.0", MOSAICS), Recipe("1.5.0", (*MOSAICS, *MORE_EPI), always_weight=2 / 6),
                                   Recipe("1.6.0", MOSAICS, epochs=48, bf16=True), Recipe("1.7.0", MOSAICS, thick_mm=6.0),
                                   Recipe("1.8.0", MOSAICS, epochs=48, bf16=True, thick_mm=6.0, thick_weight=0.25),
