@@ -104,11 +104,11 @@ MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-
 # 1.9.0 (stopped at its first pilot, twentieth session): 1.4.0, with bright dura- and vessel-like structures drawn
 # just outside the brain on 30 % of the training slices, which stay non-brain in the mask
 # (``rim_enhancement``): held out, the contrast-enhanced head over-segmented in every network.
-# 1.10.0 (a candidate, twenty-first session): 1.4.0 with the small MobileNetV3 encoder, whose network
-# runs the 151 slices of the Siemens series in half the time (0.71 s against 1.36 s on this CPU):
-# the whole series measured 1.04-1.11 x deepbet's time here with 1.4.0's network. Stopped at its
-# first pilot. 1.11.0 (stopped at its first pilot, the same session): the large encoder at 0.75 width
-# and a decoder of 64 channels, between the two (0.85 s).
+# 1.10.0 (stopped at its first pilot, twenty-first session): 1.4.0 with the small MobileNetV3 encoder,
+# whose network runs the 151 slices of the Siemens series in half the time (0.71 s against 1.36 s on
+# this CPU), where the whole series measured 1.04-1.11 x deepbet's time with 1.4.0's network.
+# 1.11.0 (stopped at its first pilot, the same session): the large encoder at 0.75 width and a
+# decoder of 64 channels, between the two (0.85 s).
 RECIPES = {r.version: r for r in (Recipe("1.4.0", MOSAICS), Recipe("1.5.0", (*MOSAICS, *MORE_EPI), always_weight=2 / 6),
                                   Recipe("1.6.0", MOSAICS, epochs=48, bf16=True), Recipe("1.7.0", MOSAICS, thick_mm=6.0),
                                   Recipe("1.8.0", MOSAICS, epochs=48, bf16=True, thick_mm=6.0, thick_weight=0.25),
@@ -141,8 +141,18 @@ VARIANTS: dict[str, InferenceSpec] = {
        for lo, hi in ((0.45, 0.8), (0.5, 0.75)) for w in (0.05, 0.1)},
 }
 TRAINING = TrainConfig(epochs=36, samples_per_epoch=1280, inference=INFERENCE)  # the final model's and every fold's, before a recipe's changes
+
+
+def architecture_text(arch: ArchSpec) -> str:
+    """The weights card's ``architecture`` line for ``arch``."""
+    decoder = "" if arch.decoder_channels == ArchSpec().decoder_channels else f" (decoder {arch.decoder_channels} channels)"
+    channels = f"{arch.in_channels} channel{'s' if arch.in_channels > 1 else ''} in"
+    return (f"DeepLabV3Plus (segmentation-models-pytorch), {arch.encoder_name} encoder{decoder} from random init, "
+            f"{arch.input_size}x{arch.input_size}, {channels}, brain logit out")
+
+
 CARD = {
-    "architecture": f"DeepLabV3Plus (segmentation-models-pytorch), {ArchSpec().encoder_name} encoder from random init, 160x160, 1 channel in, brain logit out",
+    "architecture": architecture_text(TRAINING.arch),
     "data": "Siemens Skyra + Philips Ingenia sagittal T1 DICOM (deepbet SEG), MNI152 2mm + ROBEX atlas T1 NIfTI, pycortex S1 T1, pyradiomics brain1 axial CE-T1, sdcflows SE-EPI, ds000031 T1, seg3d epilepsy T1, heudiconv Siemens fMRI and diffusion b0 EPI mosaics (deepbet masks), GE phantom as negative",
     "reference": "deepbet 1.0.2 masks: a reference, not ground truth",
     "card": "models/MODEL_CARD.md",
@@ -258,9 +268,9 @@ def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path =
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = float(len(result.history))
     thick = f"; each T1 head also as a {recipe.thick_mm:g} mm axial acquisition" if recipe.thick_mm else ""
-    card = CARD if recipe.version == VERSION else {**CARD, "data": f"{CARD['data']}; recipe {recipe.version} also: {', '.join(recipe.always_trained)}{thick}"}
-    if result.arch != TRAINING.arch:
-        card = {**card, "architecture": card["architecture"].replace(TRAINING.arch.encoder_name, f"{result.arch.encoder_name} (decoder {result.arch.decoder_channels} channels)")}
+    card = {**CARD, "architecture": architecture_text(result.arch)}
+    if recipe.version != VERSION:
+        card["data"] = f"{CARD['data']}; recipe {recipe.version} also: {', '.join(recipe.always_trained)}{thick}"
     save_weights(weights, network, result.arch, name=NAME, version=recipe.version, metrics=metrics, card=card, inference=config.inference)
     summary = {"series": per_series, "overall": total,
                "history": result.history, "train_seconds": result.seconds, "device": str(next(network.parameters()).device),

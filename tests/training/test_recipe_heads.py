@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from dicom_node.imaging.network import build_network
 from dicom_node.training.data import NIFTI_DIRECTIONS, Case, save_cases
 from dicom_node.training.train import SlicePool
 from tests.training.test_calibration import train_default
@@ -91,10 +93,6 @@ def test_recipe_1_7_0_trains_thick_copies_of_the_t1_heads_it_trains_on_and_never
 
 
 def test_recipes_1_10_0_and_1_11_0_train_smaller_networks_and_earlier_recipes_keep_theirs() -> None:
-    import torch
-
-    from dicom_node.imaging.network import build_network
-
     small, large = (train_default.recipe_config(train_default.RECIPES[v]).arch for v in ("1.10.0", "1.4.0"))
     assert (small.encoder_name, large.encoder_name) == ("tu-mobilenetv3_small_100", "tu-mobilenetv3_large_100")
     assert replace(small, encoder_name=large.encoder_name) == large  # nothing else of the network changes

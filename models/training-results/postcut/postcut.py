@@ -21,6 +21,7 @@ from dicom_node.imaging.postprocess import _morph3d, clean_mask  # noqa: E402
 from dicom_node.imaging.thresholding import brain_voxels, smooth_probabilities  # noqa: E402
 from dicom_node.training.data import load_cases, oriented_stack  # noqa: E402
 from dicom_node.training.evaluate import _axis_names, load_probabilities  # noqa: E402
+from dicom_node.training.metrics import Counts, confusion, scores  # noqa: E402
 
 KEPT = ROOT / "models/training-results/1.4.0-kept"
 BASE = td.VARIANTS["smooth1mm/0.55"]
@@ -49,24 +50,19 @@ CANDIDATES = {
 }
 
 
-def counts(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    return np.array([(pred & ref).sum(), (pred & ~ref).sum(), (~pred & ref).sum()], dtype=np.float64)
-
-
-def rates(c: np.ndarray) -> dict[str, float]:
-    tp, fp, fn = c
-    return {"dice": 2 * tp / (2 * tp + fp + fn), "precision": tp / (tp + fp), "recall": tp / (tp + fn)}
+def rates(counts: Counts) -> dict[str, float]:
+    return {k: v for k, v in scores(counts).items() if k in ("dice", "precision", "recall")}
 
 
 def main(pack: str) -> None:
     cases = {c.name: c for c in load_cases(pack)}
     folds = sorted(p.name[4:-len("-probabilities.npz")] for p in KEPT.glob("loo-*-probabilities.npz"))
-    table: dict[str, dict[str, np.ndarray]] = {}
+    table: dict[str, dict[str, Counts]] = {}
     for head in folds:
         case = cases[head]
         kept = load_probabilities(KEPT / f"loo-{head}-probabilities.npz")
         voxel_ml = float(np.prod(case.spacing)) / 1000.0
-        sums = {k: np.zeros(3) for k in ("1.4.2", *CANDIDATES)}
+        sums = {k: Counts(0, 0, 0, 0) for k in ("1.4.2", *CANDIDATES)}
         for axis, name in _axis_names(case).items():
             prob = kept[name]
             ref, in_plane = oriented_stack(case.mask, case.spacing, axis)
@@ -74,14 +70,14 @@ def main(pack: str) -> None:
             spacing = (float(case.spacing[axis]), *in_plane)
             base = clean_mask(brain_voxels(prob, BASE, case.echo_planar, case.contrast_enhanced, spacing), voxel_ml).mask
             smoothed = smooth_probabilities(prob, spacing, BASE.smooth_mm)
-            sums["1.4.2"] += counts(base, ref)
+            sums["1.4.2"] += confusion(base, ref)
             for key, step in CANDIDATES.items():
-                sums[key] += counts(clean_mask(step(base, image, smoothed, spacing), voxel_ml).mask, ref)
+                sums[key] += confusion(clean_mask(step(base, image, smoothed, spacing), voxel_ml).mask, ref)
         table[head] = sums
         print(head + ": " + "  ".join(f"{k} {rates(c)['dice']:.4f}" for k, c in sums.items()), flush=True)
     summary = {}
     for key in ("1.4.2", *CANDIDATES):
-        pool = rates(sum(table[h][key] for h in folds))
+        pool = rates(sum((table[h][key] for h in folds), Counts(0, 0, 0, 0)))
         drops = {h: rates(table[h][key])["dice"] - rates(table[h]["1.4.2"])["dice"] for h in folds}
         summary[key] = {**pool, "worst_fold_change": min(drops.values()), "per_head": {h: rates(table[h][key]) for h in folds}}
         print(f"pooled {key}: dice {pool['dice']:.4f} precision {pool['precision']:.4f} recall {pool['recall']:.4f}  worst fold {min(drops.values()):+.4f}")
