@@ -1,6 +1,6 @@
 """Every network of a fold of recipe 1.4.0 side by side: the first run, the rerun, the third run,
 the context networks, the moving-average pilot's run with its average, seed 0 and seed 1 runs,
-and two runs' networks averaged.
+two runs' networks averaged, the later recipes' pilots, and the GPU run at coarser grid steps.
 
     .venv/bin/python models/training-results/compare_runs.py [HEAD ...]
 
@@ -38,6 +38,10 @@ RUNS = {  # a network of a fold: its folder and the suffix of its loo-HEAD{suffi
     "recipe 1.9.0 (a contrast agent's bright rim drawn on 30 % of the slices), seed 0": (RESULTS / "1.9.0", ""),
     "recipe 1.10.0 (the small MobileNetV3 encoder), seed 0": (RESULTS / "1.10.0", ""),
     "recipe 1.11.0 (the large encoder at 0.75 width, 64 decoder channels), seed 0": (RESULTS / "1.11.0", ""),
+    "recipe 1.4.0 on the lent GPU, 5 minutes of training (twenty-second session), seed 0": (RESULTS / "1.4.0-gpu", ""),
+    "the same network, every 4th grid slice": (RESULTS / "1.4.0-gpu" / "step4", ""),
+    "the same network, every 5th grid slice": (RESULTS / "1.4.0-gpu" / "step5", ""),
+    "recipe 1.12.0 (the large encoder at 0.75 width, 128 decoder channels) on the GPU, 5 minutes, seed 0": (RESULTS / "1.12.0", ""),
 }
 SHIPPED_CUT = "smooth1mm/0.55"
 
@@ -47,13 +51,14 @@ def row(name: str, fold: dict) -> str:
     shipped = cuts.get(SHIPPED_CUT)
     best_key = max(cuts, key=lambda k: cuts[k]["dice"])
     cell = f"{shipped['dice']:.4f} ({shipped['precision']:.3f} / {shipped['recall']:.3f}, end {shipped['end_dice']:.3f})" if shipped else "–"
-    one = fold["one_view"]["overall"]
+    one = fold["one_view"]["overall"] if "one_view" in fold else None  # a grid step's rows have none: one view has no step
+    one_cell = f"{one['dice']:.4f} (end {one['end_dice']:.3f})" if one else "–"
 
     def dice(key: str) -> str:
         return f"{cuts[key]['dice']:.4f}" if key in cuts else "–"
 
     return (f"| {name} | {cell} | {dice('0.55')} | {dice('0.6')} | {best_key}: {cuts[best_key]['dice']:.4f} | "
-            f"{cuts['0.6']['ap']:.4f} | {one['dice']:.4f} (end {one['end_dice']:.3f}) |")
+            f"{cuts['0.6']['ap']:.4f} | {one_cell} |")
 
 
 def read_fold(head: str, folder: Path, suffix: str) -> dict | None:
