@@ -162,3 +162,37 @@ def test_applying_a_calibration_without_an_epi_fold_is_refused() -> None:
     """Folds without the EPI one choose no EPI threshold; applied, EPI would be cut at T1's."""
     with pytest.raises(SystemExit, match="no EPI fold"):
         train_default.chosen_inference({"t1": "0.55"})
+
+
+def test_a_fold_is_scored_again_at_a_coarser_grid_step(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``loo --steps``: the held-out head is run again on every N-th grid slice, into stepN/, where
+    ``calibrate`` reads it; its rows are those of the node at that step, not at the recipe's."""
+    import torch
+
+    from dicom_node.imaging.model_info import ArchSpec, ModelInfo
+    from dicom_node.training.evaluate import evaluate_case
+    from tests.training.test_train_and_shipped import _toy_case
+
+    case = replace(_toy_case(), spacing=(6.0, 3.0, 3.0))  # 144 mm: a whole head's extent, so its views are fused on the grid
+    arch = ArchSpec(input_size=48, decoder_channels=32)
+    network = torch.nn.Conv2d(1, 1, 3, padding=1)  # an untrained DeepLabV3+ answers every pixel alike; this follows the image
+    torch.nn.init.constant_(network.weight, 1.0)
+    torch.nn.init.constant_(network.bias, -4.0)
+    inference = replace(train_default.INFERENCE, grid_size=48, step=1)
+    train_default.score_step(network, arch, inference, case, 3, tmp_path)
+    written = json.loads((tmp_path / "step3" / "loo-toy.json").read_text())
+    assert written["step"] == 3 and "one_view" not in written
+    assert set(written["thresholds"]) == {f"{t:g}" for t in train_default.CALIBRATION} | set(train_default.STEP_VARIANTS)
+
+    def at(step: int) -> dict:
+        info = ModelInfo("toy", "0", arch, inference=replace(inference, step=step))
+        rows = train_default.by_threshold(evaluate_case(network, info, case, axes="all", thresholds=train_default.CALIBRATION))
+        return [rows[t][k] for t in sorted(rows) for k in ("dice", "end_dice", "ap")]
+
+    mine = [written["thresholds"][t][k] for t in sorted(written["thresholds"]) if t not in train_default.STEP_VARIANTS for k in ("dice", "end_dice", "ap")]
+    assert mine == pytest.approx(at(3))
+    assert mine != pytest.approx(at(1))  # fewer slices through the network: other masks
+
+
+def test_the_weights_card_names_the_grid_step() -> None:
+    assert [train_default.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22)] == ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd"]
