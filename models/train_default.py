@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (two folds side by side: 1 each)")
     parser.add_argument("--context-mm", type=float, default=0.0, help="show the network each slice between its neighbours this far away (3 input channels; default: none)")
     parser.add_argument("--steps", type=lambda text: [int(n) for n in text.split(",")], default=[], metavar="N,M",
-                        help="loo: also score each fold at these grid steps, into RESULTS/stepN/ (the node runs every 3rd grid slice)")
+                        help="loo: also score each fold at these grid steps, into RESULTS/stepN/ (the recipe's INFERENCE runs every 3rd grid slice, 1.4.5 every 4th)")
     parser.add_argument("--step", type=int, help="calibrate --apply: run the network on every STEP-th grid slice (default: INFERENCE's 3)")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="loo: also keep a moving average of the weights (decay per step, e.g. 0.999) and score it as loo-HEAD-ema.json")
     parser.add_argument("--contrast-class", action="store_true",
