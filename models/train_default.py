@@ -410,7 +410,8 @@ def calibrate(folds: dict[str, dict]) -> tuple[str, dict[str, dict]]:
     return max(meeting, key=lambda t: table[t]["dice"]), table
 
 
-def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None, contrast_class: bool = False, step: int | None = None) -> dict:
+def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None, contrast_class: bool = False, step: int | None = None,
+                  contrast_rim: tuple[float, float | None] | None = None) -> dict:
     """Calibrate on the held-out folds in ``results_dir`` (``calibrate_folds``), write
     ``calibration.json``; ``apply`` (a version) writes the choice into the shipped weights under
     that version: a new way to cut changes what the node sends, so the version must change too.
@@ -420,7 +421,9 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None, contr
     a class whose only fold is held out is calibrated on a network that never saw its kind, and
     the final network, which trained on that head, wants another cut (MODEL_CARD.md). ``step`` (with
     ``apply``) runs the network on every ``step``-th grid slice instead of ``INFERENCE``'s (1.4.5:
-    every 4th, chosen on folds scored with ``loo --steps``)."""
+    every 4th, chosen on folds scored with ``loo --steps``). ``contrast_rim`` (factor, probability
+    or None; with ``apply``) trims the enhancing rim of contrast-enhanced series (1.4.6: 1.3 and 0.8,
+    chosen on the radiomics-brain1 fold under four networks, ``contrast-rim/contrast_rim.py``)."""
     heads, *_ = load_heads(pack)
     folds = {h: json.loads((results_dir / f"loo-{h}.json").read_text()) for h in heads if (results_dir / f"loo-{h}.json").is_file()}
     contrast = {h: "epi" if heads[h].echo_planar else "contrast" if contrast_class and heads[h].contrast_enhanced else "t1" for h in folds}
@@ -436,8 +439,11 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None, contr
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in summary[name].items()))
     (results_dir / ("calibration-contrast-class.json" if contrast_class else "calibration.json")).write_text(json.dumps(summary, indent=1))
     if apply:
-        spec = replace(chosen_inference(chosen), step=step or INFERENCE.step)
+        rim, below = contrast_rim or (None, None)
+        spec = replace(chosen_inference(chosen), step=step or INFERENCE.step, contrast_rim=rim, contrast_rim_below=below)
         steps = "".join(f", {k} {getattr(spec, k):g}" for k in ("end_threshold", "smooth_mm") if getattr(spec, k))
+        if rim is not None:
+            steps += f", contrast-enhanced series trimmed of 3 mm rim voxels at {rim:g} times the mask's median" + (f" below {below:g}" if below is not None else "")
         steps += f", each series its own threshold in {spec.valley[0]:g}-{spec.valley[1]:g} (valley, window {spec.valley_window:g})" if spec.valley else ""
         others = f"EPI {spec.epi_threshold}" + (f", contrast-enhanced {spec.contrast_threshold}" if spec.contrast_threshold is not None else "")
         set_inference(spec, apply, {"inference": f"three views fused on a 160-voxel grid, every {ordinal(spec.step)} grid slice, threshold {spec.threshold:g}{steps} ({others})"})
@@ -562,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=lambda text: [int(n) for n in text.split(",")], default=[], metavar="N,M",
                         help="loo: also score each fold at these grid steps, into RESULTS/stepN/ (the recipe's INFERENCE runs every 3rd grid slice, 1.4.5 every 4th)")
     parser.add_argument("--step", type=int, help="calibrate --apply: run the network on every STEP-th grid slice (default: INFERENCE's 3)")
+    parser.add_argument("--contrast-rim", type=float, metavar="FACTOR",
+                        help="calibrate --apply: trim the bright rim of contrast-enhanced series at FACTOR times the mask's median (1.4.6: 1.3)")
+    parser.add_argument("--contrast-rim-below", type=float, metavar="P", help="calibrate --apply --contrast-rim: only where the smoothed probability is below P (1.4.6: 0.8)")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="loo: also keep a moving average of the weights (decay per step, e.g. 0.999) and score it as loo-HEAD-ema.json")
     parser.add_argument("--contrast-class", action="store_true",
                         help="calibrate: contrast-enhanced folds as a class of their own, with their own threshold (1.4.3, not shipped)")
@@ -579,9 +588,12 @@ def main(argv: list[str] | None = None) -> int:
         set_inference(INFERENCE, "1.3.0", {"inference": "three views fused on a 160-voxel grid, every 3rd grid slice, threshold 0.6 (1.2.0 network)"})
         return 0
     if args.phase == "calibrate":
-        if args.step and not args.apply:
-            parser.error("--step is written with --apply VERSION")
-        run_calibrate(args.results, args.cases, args.apply, args.contrast_class, args.step)
+        if (args.step or args.contrast_rim) and not args.apply:
+            parser.error("--step and --contrast-rim are written with --apply VERSION")
+        if args.contrast_rim_below is not None and args.contrast_rim is None:
+            parser.error("--contrast-rim-below goes with --contrast-rim")
+        rim = (args.contrast_rim, args.contrast_rim_below) if args.contrast_rim is not None else None
+        run_calibrate(args.results, args.cases, args.apply, args.contrast_class, args.step, rim)
         return 0
     if args.phase == "join":
         if len(args.heads) < 2 or not args.apply:

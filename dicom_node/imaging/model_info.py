@@ -61,7 +61,10 @@ class InferenceSpec:
     ``smooth_mm`` (a 3D Gaussian on the probabilities first) are for regular T1-like volumes
     (``dicom_node.imaging.thresholding``), as is ``valley``, a (low, high) range in which each such
     series takes its own threshold: the one fewest voxels lie near (within ``valley_window``/2). ``mirror`` averages each slice's logits with those of its
-    left-right mirror (``dicom_node.imaging.mirror``). A weights file without them gets the
+    left-right mirror (``dicom_node.imaging.mirror``). ``contrast_rim``, when set, trims a fused
+    contrast-enhanced series' mask of the bright voxels at its surface (at least that many times the
+    mask's median intensity), except where the probability is ``contrast_rim_below`` or more
+    (``dicom_node.imaging.thresholding.cut_and_clean``). A weights file without them gets the
     defaults: one view at 0.5, as every model before 1.3.0 was run.
     """
 
@@ -76,6 +79,8 @@ class InferenceSpec:
     valley: tuple[float, float] | None = None
     valley_window: float = 0.1
     mirror: bool = False
+    contrast_rim: float | None = None
+    contrast_rim_below: float | None = None
 
     def __post_init__(self) -> None:
         if self.views not in (1, 3):
@@ -88,6 +93,10 @@ class InferenceSpec:
                             ("end_threshold", self.end_threshold)):
             if value is not None and not 0.0 < value < 1.0:
                 raise ValueError(f"inference {name} must lie between 0 and 1, not {value}.")
+        if self.contrast_rim is not None and not 1.0 < self.contrast_rim <= 10.0:
+            raise ValueError(f"inference contrast_rim must lie above 1 and at most 10, not {self.contrast_rim}.")
+        if self.contrast_rim_below is not None and not 0.0 < self.contrast_rim_below <= 1.0:
+            raise ValueError(f"inference contrast_rim_below must lie above 0 and at most 1, not {self.contrast_rim_below}.")
         if self.valley is not None:
             object.__setattr__(self, "valley", tuple(float(v) for v in self.valley))  # a list, read back from a weights file
             if len(self.valley) != 2 or not 0.0 < self.valley[0] < self.valley[1] < 1.0:

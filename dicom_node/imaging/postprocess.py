@@ -137,6 +137,26 @@ def _morph3d(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: f
     return out
 
 
+ENHANCING_RIM_MM = 3.0
+
+
+def trim_bright_rim(mask: np.ndarray, image: np.ndarray, spacing: tuple[float, float, float], factor: float,
+                    keep: np.ndarray | None = None) -> np.ndarray:
+    """``mask`` without the voxels within ``ENHANCING_RIM_MM`` of its surface whose ``image``
+    intensity is at least ``factor`` times the median intensity inside it, except those in ``keep``.
+
+    After a contrast agent the dura, the sinuses and the cortical veins at the brain's surface are
+    bright, and the network takes them for brain (MODEL_CARD.md, "Trimming the enhancing rim").
+    """
+    if not mask.any():
+        return mask
+    rim = mask & ~_morph3d(mask, spacing, ENHANCING_RIM_MM, erode=True)
+    drop = rim & (image >= factor * float(np.median(image[mask])))
+    if keep is not None:
+        drop &= ~keep
+    return mask & ~drop
+
+
 def erode_connect(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: float) -> np.ndarray:
     """Cut what hangs on the brain by bridges thinner than ``2 * radius_mm`` (optic nerves, skull,
     neck): erode, keep the largest component, grow it back within the original mask."""

@@ -34,8 +34,8 @@ from dicom_node.imaging.mirror import mirrored
 from dicom_node.imaging.model_info import ModelInfo
 from dicom_node.imaging.network import NoModelWeightsError, brain_logit, load_weights, resolve_device
 from dicom_node.imaging.normalize import Letterbox, intensity_window, normalize
-from dicom_node.imaging.postprocess import MIN_BRAIN_ML, clean_mask
-from dicom_node.imaging.thresholding import brain_voxels
+from dicom_node.imaging.postprocess import MIN_BRAIN_ML
+from dicom_node.imaging.thresholding import cut_and_clean
 from dicom_node.imaging.triplanar import Direction, triplanar_probabilities
 
 DEFAULT_BATCH_CPU = 8
@@ -161,7 +161,7 @@ class Segmenter:
         probs = self.predict_probabilities(series.pixels, pixel_spacing, slice_spacing, volume_directions(series))
         voxel_ml = series.voxel_volume_ml()
         spacing = (slice_spacing, pixel_spacing[0], pixel_spacing[1]) if slice_spacing and pixel_spacing else None
-        cleaned = clean_mask(brain_voxels(probs, self.info.inference, series.echo_planar, series.contrast_enhanced, spacing, min_brain_ml), voxel_ml, min_brain_ml)
+        cleaned = cut_and_clean(probs, series.pixels, self.info.inference, series.echo_planar, series.contrast_enhanced, spacing, voxel_ml, min_brain_ml)
         volume = None
         if voxel_ml is not None:
             repeats = series.n_slices / max(series.n_positions, 1)  # time series: mean over time points

@@ -13,6 +13,9 @@ calibrated on the held-out folds like the threshold (``models/train_default.py c
   but the probability at the brain's edge shifts from head to head; a cut where few voxels are
   undecided moves with the edge, where a fixed cut falls inside a shoulder of rim voxels.
 
+After the cut, ``cut_and_clean`` keeps the brain (``clean_mask``) and, on a contrast-enhanced
+series, trims the enhancing rim (``contrast_rim``, ``trim_bright_rim``).
+
 All three are calibrated on fused probabilities, so they run only where the three views were fused
 (``InferenceSpec.fuses``) and on a T1-like contrast: an EPI, or a stack run slice by
 slice, is cut at its threshold alone.
@@ -24,7 +27,7 @@ import cv2
 import numpy as np
 
 from dicom_node.imaging.model_info import InferenceSpec
-from dicom_node.imaging.postprocess import MIN_BRAIN_ML, largest_component
+from dicom_node.imaging.postprocess import MIN_BRAIN_ML, CleanedMask, clean_mask, largest_component, trim_bright_rim
 
 END_FRACTION = 0.1
 Spacing = tuple[float, float, float]  # (slice, row, column) in mm
@@ -101,3 +104,20 @@ def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool,
     if core.sum() * float(np.prod(spacing)) / 1000.0 < min_brain_ml:
         return mask
     return np.where(end_zone(core), probs >= inference.end_threshold, mask)
+
+
+def cut_and_clean(probs: np.ndarray, image: np.ndarray, inference: InferenceSpec, echo_planar: bool, contrast_enhanced: bool,
+                  spacing: Spacing | None, voxel_ml: float | None, min_brain_ml: float = MIN_BRAIN_ML) -> CleanedMask:
+    """The node's brain mask from the probabilities: ``brain_voxels``, then ``clean_mask``; on a
+    fused series acquired after a contrast agent (not an EPI) with ``contrast_rim`` set, the bright
+    rim trimmed from that mask (``image``: the intensities, ``probs``' shape) and cleaned again."""
+    cleaned = clean_mask(brain_voxels(probs, inference, echo_planar, contrast_enhanced, spacing, min_brain_ml), voxel_ml, min_brain_ml)
+    if (inference.contrast_rim is None or not contrast_enhanced or echo_planar or spacing is None
+            or not inference.fuses(len(probs), spacing[0]) or not cleaned.mask.any()):
+        return cleaned
+    keep = None
+    if inference.contrast_rim_below is not None:
+        smoothed = smooth_probabilities(probs, spacing, inference.smooth_mm) if inference.smooth_mm > 0 else probs
+        keep = smoothed >= inference.contrast_rim_below
+    trimmed = clean_mask(trim_bright_rim(cleaned.mask, image, spacing, inference.contrast_rim, keep), voxel_ml, min_brain_ml)
+    return CleanedMask(trimmed.mask, cleaned.notes + trimmed.notes, cleaned.removed_voxels + int(cleaned.mask.sum() - trimmed.mask.sum()))

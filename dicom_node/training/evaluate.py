@@ -12,7 +12,7 @@ from torch import nn
 from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo
 from dicom_node.imaging.postprocess import clean_mask
 from dicom_node.imaging.segmenter import brain_probabilities
-from dicom_node.imaging.thresholding import brain_voxels
+from dicom_node.imaging.thresholding import cut_and_clean
 from dicom_node.imaging.triplanar import Direction
 from dicom_node.training.data import Case, oriented_stack, stack_directions
 from dicom_node.training.metrics import series_metrics
@@ -118,10 +118,14 @@ def _score(prob: np.ndarray, case: Case, axis: int, inference: InferenceSpec, th
     name = f"{case.name}/{_axis_names(case)[axis]}"
     areas = ref.reshape(len(ref), -1).sum(axis=1)
     scored = areas >= min_reference_fraction * areas.max()  # every slice at 0
-    rows = ((brain_voxels(prob, inference, case.echo_planar, case.contrast_enhanced, spacing), name), *((prob >= t, f"{name}@{t:g}") for t in thresholds),
-            *((brain_voxels(prob, spec, case.echo_planar, case.contrast_enhanced, spacing), f"{name}@{key}") for key, spec in (variants or {}).items()))
+    image, _ = oriented_stack(case.volume, case.spacing, axis)
+
+    def node(spec: InferenceSpec) -> np.ndarray:
+        return cut_and_clean(prob, image, spec, case.echo_planar, case.contrast_enhanced, spacing, voxel_ml).mask
+
+    rows = ((node(inference), name), *((clean_mask(prob >= t, voxel_ml).mask, f"{name}@{t:g}") for t in thresholds),
+            *((node(spec), f"{name}@{key}") for key, spec in (variants or {}).items()))
     results = {}
-    for raw, key in rows:
-        pred = clean_mask(raw, voxel_ml).mask
+    for pred, key in rows:
         results[key] = series_metrics(pred[scored], ref[scored], prob[scored])
     return results

@@ -1,7 +1,9 @@
-"""From probabilities to a raw mask: the threshold, another one at the ends of the brain, smoothing."""
+"""From probabilities to a raw mask: the threshold, another one at the ends of the brain, smoothing,
+and the enhancing rim of a contrast-enhanced series."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,9 +13,9 @@ import pytest
 from dicom_node.imaging.loading import volume_directions
 from dicom_node.imaging.model_info import ArchSpec, InferenceSpec
 from dicom_node.imaging.network import build_network, load_weights, save_weights
-from dicom_node.imaging.postprocess import clean_mask
+from dicom_node.imaging.postprocess import clean_mask, trim_bright_rim
 from dicom_node.imaging.segmenter import Segmenter, volume_slice_spacing
-from dicom_node.imaging.thresholding import brain_voxels, end_zone, smooth_probabilities, valley_threshold
+from dicom_node.imaging.thresholding import brain_voxels, cut_and_clean, end_zone, smooth_probabilities, valley_threshold
 
 SPACING = (3.0, 2.0, 2.0)  # 0.012 ml a voxel; 40 slices make 120 mm, enough to fuse the views
 FUSED = InferenceSpec(views=3, threshold=0.6)
@@ -152,3 +154,60 @@ def test_the_segmenter_cuts_a_real_series_at_its_own_valley(shipped_segmenter: S
     cut = valley_threshold(smoothed, 0.45, 0.8, 0.1, fallback=spec.threshold)
     assert 0.45 <= cut <= 0.8 and cut != spec.threshold  # 0.58 for 1.4.2 on this head: the mask tells the two apart
     assert np.array_equal(mask, clean_mask(smoothed >= cut, philips.voxel_volume_ml()).mask)
+
+
+RIM = InferenceSpec(views=3, threshold=0.6, contrast_rim=1.3, contrast_rim_below=0.8)
+
+
+def _enhanced_head() -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and intensities of a 24-voxel cube of brain (intensity 100) with a bright vessel
+    on its surface, partly doubtful (0.7) and partly sure (0.95), and a bright spot deep inside."""
+    probs = np.full((40, 40, 40), 0.05, dtype=np.float32)
+    probs[8:32, 8:32, 8:32] = 0.9
+    image = np.full(probs.shape, 10.0, dtype=np.float32)
+    image[8:32, 8:32, 8:32] = 100.0
+    image[10:30, 8, 12:16] = 160.0  # the vessel along the top face, 1.6 times the median
+    probs[10:20, 8, 12:16] = 0.7  # the network doubts half of it
+    probs[20:30, 8, 12:16] = 0.95
+    image[18:22, 18:22, 18:22] = 200.0  # an enhancing lesion inside the brain, far from its surface
+    return probs, image
+
+
+def test_the_enhancing_rim_is_trimmed_only_where_doubtful_bright_and_at_the_surface(tmp_path: Path) -> None:
+    probs, image = _enhanced_head()
+    voxel_ml = float(np.prod(SPACING)) / 1000
+    cleaned = cut_and_clean(probs, image, RIM, echo_planar=False, contrast_enhanced=True, spacing=SPACING, voxel_ml=voxel_ml)
+    plain = clean_mask(brain_voxels(probs, RIM, False, True, SPACING), voxel_ml).mask
+    assert np.array_equal(plain & ~cleaned.mask, np.pad(np.ones((10, 1, 4), dtype=bool), ((10, 20), (8, 31), (12, 24))))  # the doubtful vessel only
+    assert cleaned.mask[20:30, 8, 12:16].all() and cleaned.mask[18:22, 18:22, 18:22].all()  # the sure vessel, the lesion
+    assert cleaned.removed_voxels == 40
+    without_limit = cut_and_clean(probs, image, replace(RIM, contrast_rim_below=None), False, True, SPACING, voxel_ml).mask
+    assert not without_limit[10:30, 8, 12:16].any() and without_limit[18:22, 18:22, 18:22].all()
+    for echo_planar, contrast_enhanced, spacing in ((False, False, SPACING), (True, True, SPACING), (False, True, None)):
+        untouched = cut_and_clean(probs, image, RIM, echo_planar, contrast_enhanced, spacing, voxel_ml).mask  # no agent, an EPI, no regular volume
+        assert np.array_equal(untouched, clean_mask(brain_voxels(probs, RIM, echo_planar, contrast_enhanced, spacing), voxel_ml).mask)
+    _, info = load_weights(save_weights(tmp_path / "w.pt", build_network(ArchSpec(input_size=64)), ArchSpec(input_size=64), name="n", version="1", inference=replace(RIM, grid_size=64)))
+    assert (info.inference.contrast_rim, info.inference.contrast_rim_below) == (1.3, 0.8)
+    with pytest.raises(ValueError, match="contrast_rim must lie above 1"):
+        InferenceSpec(contrast_rim=0.9)
+
+
+def test_a_series_whose_header_names_a_contrast_agent_has_its_bright_rim_trimmed(shipped_segmenter: Segmenter, load_named) -> None:  # type: ignore[no-untyped-def]
+    philips = load_named("sag-t1-philips-ingenia")
+    enhanced = copy.copy(philips)
+    enhanced.datasets = [copy.deepcopy(philips.datasets[0]), *philips.datasets[1:]]  # a header, no pixel data
+    enhanced.datasets[0].ContrastBolusAgent = "GADOVIST 1.0"
+    assert enhanced.contrast_enhanced and not philips.contrast_enhanced
+    spec = replace(shipped_segmenter.info.inference, contrast_rim=1.3, contrast_rim_below=0.8)
+    segmenter = Segmenter(shipped_segmenter.network, replace(shipped_segmenter.info, inference=spec), "cpu")
+    plain, trimmed = segmenter.segment(philips).mask, segmenter.segment(enhanced).mask
+    assert np.array_equal(plain, shipped_segmenter.segment(philips).mask)  # no agent: as if the step did not exist
+    assert 0 < (plain & ~trimmed).sum() < 0.02 * plain.sum() and not (trimmed & ~plain).any()
+    pixel_spacing, slice_spacing = philips.slices[0].pixel_spacing, volume_slice_spacing(philips)
+    probs = segmenter.predict_probabilities(philips.pixels, pixel_spacing, slice_spacing, volume_directions(philips))
+    spacing = (slice_spacing, pixel_spacing[0], pixel_spacing[1])
+    smoothed = smooth_probabilities(probs, spacing, spec.smooth_mm)
+    bright_rim = trim_bright_rim(plain, philips.pixels, spacing, 1.3, keep=smoothed >= 0.8)  # the series' own intensities, the smoothed probabilities
+    assert np.array_equal(trimmed, clean_mask(bright_rim, philips.voxel_volume_ml()).mask)
+    dropped = plain & ~bright_rim
+    assert (philips.pixels[dropped] >= 1.3 * np.median(philips.pixels[plain])).all() and (smoothed[dropped] < 0.8).all()

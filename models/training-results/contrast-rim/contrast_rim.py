@@ -1,0 +1,68 @@
+"""The two enhancing-rim candidates of the twenty-third session (MODEL_CARD.md, "Trimming the
+enhancing rim of contrast-enhanced series only"), scored on the kept probabilities of the
+radiomics-brain1 fold under four networks, against 1.4.2's cut, by the node's own ``cut_and_clean``.
+
+    .venv/bin/python models/training-results/contrast-rim/contrast_rim.py /tmp/cases.pt.npz > models/training-results/contrast-rim/contrast_rim.log
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path[:0] = [str(ROOT), str(ROOT / "models")]
+
+import train_default as td  # noqa: E402
+
+from dicom_node.imaging.thresholding import cut_and_clean  # noqa: E402
+from dicom_node.training.data import load_cases, oriented_stack  # noqa: E402
+from dicom_node.training.evaluate import _axis_names, load_probabilities  # noqa: E402
+from dicom_node.training.metrics import Counts, confusion, scores  # noqa: E402
+
+HEAD = "radiomics-brain1"
+NETWORKS = ("1.4.0-kept", "1.9.0", "1.10.0", "1.11.0")
+BASE = td.VARIANTS["smooth1mm/0.55"]
+CANDIDATES = {"1.4.2": BASE, "rim1.5": replace(BASE, contrast_rim=1.5), "rim1.3/p0.8": replace(BASE, contrast_rim=1.3, contrast_rim_below=0.8)}
+
+
+def rates(counts: Counts) -> dict[str, float]:
+    return {k: round(v, 5) for k, v in scores(counts).items() if k in ("dice", "precision", "recall")}
+
+
+def main(pack: str) -> None:
+    case = {c.name: c for c in load_cases(pack)}[HEAD]
+    assert case.contrast_enhanced, "the fold's head must carry the contrast flag"
+    voxel_ml = float(np.prod(case.spacing)) / 1000.0
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for network in NETWORKS:
+        kept = load_probabilities(ROOT / "models/training-results" / network / f"loo-{HEAD}-probabilities.npz")
+        sums = {k: Counts(0, 0, 0, 0) for k in CANDIDATES}
+        for axis, name in _axis_names(case).items():
+            prob = kept[name]
+            ref, in_plane = oriented_stack(case.mask, case.spacing, axis)
+            image, _ = oriented_stack(case.volume, case.spacing, axis)
+            spacing = (float(case.spacing[axis]), *in_plane)
+            for key, spec in CANDIDATES.items():
+                sums[key] += confusion(cut_and_clean(prob, image, spec, False, True, spacing, voxel_ml).mask, ref)
+        table[network] = {k: rates(c) for k, c in sums.items()}
+        print(f"{network}: " + "  ".join(f"{k} {v['dice']:.4f} (P {v['precision']:.3f} R {v['recall']:.3f})" for k, v in table[network].items()), flush=True)
+    verdict = {}
+    for key in CANDIDATES:
+        if key == "1.4.2":
+            continue
+        gains = [table[n][key]["dice"] - table[n]["1.4.2"]["dice"] for n in NETWORKS]
+        qualifies = min(gains) > 0 and float(np.mean(gains)) >= 0.002
+        verdict[key] = {"gains": gains, "mean_gain": float(np.mean(gains)), "qualifies": qualifies}
+        print(f"{key}: gains " + ", ".join(f"{g:+.4f}" for g in gains) + f"  mean {np.mean(gains):+.4f}  qualifies {qualifies}")
+    chosen = max((k for k in verdict if verdict[k]["qualifies"]), key=lambda k: verdict[k]["mean_gain"], default=None)
+    print(f"chosen: {chosen}")
+    Path(__file__).with_name("contrast_rim.json").write_text(json.dumps({"table": table, "verdict": verdict, "chosen": chosen}, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
