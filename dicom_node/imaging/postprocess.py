@@ -89,12 +89,27 @@ def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
     return filled
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box (one slice per axis) holding every voxel of ``mask``; None when empty.
+    Outside it all is background, so components and 2D holes inside it are those of the whole."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not len(present):
+            return None
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
 def clean_mask(mask: np.ndarray, voxel_ml: float | None, min_brain_ml: float = MIN_BRAIN_ML) -> CleanedMask:
     """Largest 3D component, holes filled, and cleared with a note when too small to be a brain."""
     if mask.ndim != 3:
         raise ValueError(f"mask must be (slices, rows, cols), not shape {mask.shape}.")
     raw = mask.astype(bool, copy=False)
-    kept = fill_holes_2d(largest_component(raw))
+    kept = np.zeros_like(raw)
+    box = bounding_box(raw)
+    if box is not None:  # the same result on the brain's box alone, in a fraction of the time
+        kept[box] = fill_holes_2d(largest_component(raw[box]))
     removed = int(raw.sum() - (raw & kept).sum())
     notes: list[str] = []
     voxels = int(kept.sum())

@@ -23,6 +23,8 @@ slice, is cut at its threshold alone.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 
@@ -111,13 +113,15 @@ def cut_and_clean(probs: np.ndarray, image: np.ndarray, inference: InferenceSpec
     """The node's brain mask from the probabilities: ``brain_voxels``, then ``clean_mask``; on a
     fused series acquired after a contrast agent (not an EPI) with ``contrast_rim`` set, the bright
     rim trimmed from that mask (``image``: the intensities, ``probs``' shape) and cleaned again."""
+    factor = inference.contrast_rim
+    if (factor is None or not contrast_enhanced or echo_planar or spacing is None
+            or not inference.fuses(len(probs), spacing[0])):
+        return clean_mask(brain_voxels(probs, inference, echo_planar, contrast_enhanced, spacing, min_brain_ml), voxel_ml, min_brain_ml)
+    if inference.smooth_mm > 0:  # smoothed once, for the cut and for the rim
+        probs, inference = smooth_probabilities(probs, spacing, inference.smooth_mm), replace(inference, smooth_mm=0.0)
     cleaned = clean_mask(brain_voxels(probs, inference, echo_planar, contrast_enhanced, spacing, min_brain_ml), voxel_ml, min_brain_ml)
-    if (inference.contrast_rim is None or not contrast_enhanced or echo_planar or spacing is None
-            or not inference.fuses(len(probs), spacing[0]) or not cleaned.mask.any()):
+    if not cleaned.mask.any():
         return cleaned
-    keep = None
-    if inference.contrast_rim_below is not None:
-        smoothed = smooth_probabilities(probs, spacing, inference.smooth_mm) if inference.smooth_mm > 0 else probs
-        keep = smoothed >= inference.contrast_rim_below
-    trimmed = clean_mask(trim_bright_rim(cleaned.mask, image, spacing, inference.contrast_rim, keep), voxel_ml, min_brain_ml)
+    keep = probs >= inference.contrast_rim_below if inference.contrast_rim_below is not None else None
+    trimmed = clean_mask(trim_bright_rim(cleaned.mask, image, spacing, factor, keep), voxel_ml, min_brain_ml)
     return CleanedMask(trimmed.mask, cleaned.notes + trimmed.notes, cleaned.removed_voxels + int(cleaned.mask.sum() - trimmed.mask.sum()))

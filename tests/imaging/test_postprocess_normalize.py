@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from dicom_node.imaging.normalize import Letterbox, intensity_window
-from dicom_node.imaging.postprocess import clean_mask, fill_holes_2d, label_3d, largest_component
+from dicom_node.imaging.postprocess import bounding_box, clean_mask, fill_holes_2d, label_3d, largest_component
 
 
 def test_largest_component_drops_islands_and_links_slices():
@@ -37,6 +37,18 @@ def test_too_small_is_cleared_with_a_note():
     assert not cleaned.mask.any()
     assert cleaned.notes and cleaned.notes[0].startswith("No brain found")
     assert not clean_mask(np.zeros((2, 4, 4), dtype=bool), voxel_ml=1.0).mask.any()
+
+
+def test_cleaning_the_brains_box_alone_gives_what_cleaning_the_whole_stack_gives():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        mask = np.zeros((12, 30, 30), dtype=bool)
+        mask[rng.integers(0, 6):rng.integers(7, 12), rng.integers(0, 10):rng.integers(15, 30), rng.integers(0, 10):rng.integers(15, 30)] = True
+        mask ^= rng.random(mask.shape) < 0.08  # holes inside, islands outside, bays at the box's edge
+        box = bounding_box(mask)
+        assert box is not None and mask[box].sum() == mask.sum()
+        assert np.array_equal(clean_mask(mask, voxel_ml=1.0, min_brain_ml=0).mask, fill_holes_2d(largest_component(mask)))
+    assert bounding_box(np.zeros((2, 3, 3), dtype=bool)) is None
 
 
 def test_intensity_window_ignores_zero_background():

@@ -1,8 +1,11 @@
 """The two enhancing-rim candidates of the twenty-third session (MODEL_CARD.md, "Trimming the
 enhancing rim of contrast-enhanced series only"), scored on the kept probabilities of the
 radiomics-brain1 fold under four networks, against 1.4.2's cut, by the node's own ``cut_and_clean``.
+With ``--kept``, afterwards: the eight kept T1 folds of recipe 1.4.0 pooled, at 1.4.2's cut and
+with the chosen step (which runs on the contrast-enhanced fold alone).
 
     .venv/bin/python models/training-results/contrast-rim/contrast_rim.py /tmp/cases.pt.npz > models/training-results/contrast-rim/contrast_rim.log
+    .venv/bin/python models/training-results/contrast-rim/contrast_rim.py /tmp/cases.pt.npz --kept > models/training-results/contrast-rim/kept.log
 """
 
 from __future__ import annotations
@@ -64,5 +67,29 @@ def main(pack: str) -> None:
     Path(__file__).with_name("contrast_rim.json").write_text(json.dumps({"table": table, "verdict": verdict, "chosen": chosen}, indent=1))
 
 
+def kept_folds(pack: str, chosen: str = "rim1.3/p0.8") -> None:
+    """The eight kept T1 folds pooled, at 1.4.2's cut and with ``chosen`` (``kept.json``)."""
+    cases = {c.name: c for c in load_cases(pack)}
+    folder = ROOT / "models/training-results/1.4.0-kept"
+    folds = sorted(p.name[4:-len("-probabilities.npz")] for p in folder.glob("loo-*-probabilities.npz"))
+    table: dict[str, dict[str, Counts]] = {}
+    for head in folds:
+        case, kept = cases[head], load_probabilities(folder / f"loo-{head}-probabilities.npz")
+        voxel_ml = float(np.prod(case.spacing)) / 1000.0
+        sums = {k: Counts(0, 0, 0, 0) for k in ("1.4.2", chosen)}
+        for axis, name in _axis_names(case).items():
+            ref, in_plane = oriented_stack(case.mask, case.spacing, axis)
+            image, _ = oriented_stack(case.volume, case.spacing, axis)
+            spacing = (float(case.spacing[axis]), *in_plane)
+            for key in sums:
+                sums[key] += confusion(cut_and_clean(kept[name], image, CANDIDATES[key], case.echo_planar, case.contrast_enhanced, spacing, voxel_ml).mask, ref)
+        table[head] = sums
+        print(f"{head}{' (contrast-enhanced)' if case.contrast_enhanced else ''}: " + "  ".join(f"{k} {rates(c)['dice']:.4f}" for k, c in sums.items()), flush=True)
+    pooled = {k: rates(sum((table[h][k] for h in folds), Counts(0, 0, 0, 0))) for k in ("1.4.2", chosen)}
+    for key, row in pooled.items():
+        print(f"pooled {key}: dice {row['dice']:.4f} precision {row['precision']:.4f} recall {row['recall']:.4f}  mean of heads {np.mean([rates(table[h][key])['dice'] for h in folds]):.4f}  lowest {min(rates(table[h][key])['dice'] for h in folds):.4f}")
+    Path(__file__).with_name("kept.json").write_text(json.dumps({"pooled": pooled, "per_head": {h: {k: rates(c) for k, c in t.items()} for h, t in table.items()}}, indent=1))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    kept_folds(sys.argv[1]) if "--kept" in sys.argv[2:] else main(sys.argv[1])
