@@ -159,14 +159,16 @@ def trim_bright_rim(mask: np.ndarray, image: np.ndarray, spacing: tuple[float, f
                     keep: np.ndarray | None = None) -> np.ndarray:
     """``mask`` without the voxels within ``ENHANCING_RIM_MM`` of its surface whose ``image``
     intensity is at least ``factor`` times the median intensity inside it, except those in ``keep``.
+    Unchanged when that median is not positive, where "times as bright" means nothing.
 
     After a contrast agent the dura, the sinuses and the cortical veins at the brain's surface are
     bright, and the network takes them for brain (MODEL_CARD.md, "Trimming the enhancing rim").
     """
-    if not mask.any():
+    median = float(np.median(image[mask])) if mask.any() else 0.0
+    if not median > 0:  # no brain, or intensities that are not an MR magnitude (a junk rescale, NaN): nothing is "bright"
         return mask
     rim = mask & ~_morph3d(mask, spacing, ENHANCING_RIM_MM, erode=True)
-    drop = rim & (image >= factor * float(np.median(image[mask])))
+    drop = rim & (image >= factor * median)
     if keep is not None:
         drop &= ~keep
     return mask & ~drop

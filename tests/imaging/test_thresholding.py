@@ -186,6 +186,8 @@ def test_the_enhancing_rim_is_trimmed_only_where_doubtful_bright_and_at_the_surf
     for echo_planar, contrast_enhanced, spacing in ((False, False, SPACING), (True, True, SPACING), (False, True, None)):
         untouched = cut_and_clean(probs, image, RIM, echo_planar, contrast_enhanced, spacing, voxel_ml).mask  # no agent, an EPI, no regular volume
         assert np.array_equal(untouched, clean_mask(brain_voxels(probs, RIM, echo_planar, contrast_enhanced, spacing), voxel_ml).mask)
+    shifted = cut_and_clean(probs, image - 1000.0, RIM, False, True, SPACING, voxel_ml).mask  # a junk rescale: the median is negative
+    assert np.array_equal(shifted, plain)
     _, info = load_weights(save_weights(tmp_path / "w.pt", build_network(ArchSpec(input_size=64)), ArchSpec(input_size=64), name="n", version="1", inference=replace(RIM, grid_size=64)))
     assert (info.inference.contrast_rim, info.inference.contrast_rim_below) == (1.3, 0.8)
     with pytest.raises(ValueError, match="contrast_rim must lie above 1"):
