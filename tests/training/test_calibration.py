@@ -196,3 +196,11 @@ def test_a_fold_is_scored_again_at_a_coarser_grid_step(tmp_path) -> None:  # typ
 
 def test_the_weights_card_names_the_grid_step() -> None:
     assert [train_default.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22)] == ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd"]
+
+
+def test_the_enhancing_rim_is_written_only_with_a_version(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, says in ((["calibrate", "--contrast-rim", "1.3"], "written with --apply VERSION"),
+                       (["calibrate", "--apply", "9.9.9", "--contrast-rim-below", "0.8"], "--contrast-rim-below goes with --contrast-rim")):
+        with pytest.raises(SystemExit) as stopped:
+            train_default.main(argv)
+        assert stopped.value.code == 2 and says in capsys.readouterr().err
