@@ -439,15 +439,23 @@ def run_calibrate(results_dir: Path, pack: Path | None, apply: str | None, contr
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in summary[name].items()))
     (results_dir / ("calibration-contrast-class.json" if contrast_class else "calibration.json")).write_text(json.dumps(summary, indent=1))
     if apply:
-        rim, below = contrast_rim or (None, None)
-        spec = replace(chosen_inference(chosen), step=step or INFERENCE.step, contrast_rim=rim, contrast_rim_below=below)
-        steps = "".join(f", {k} {getattr(spec, k):g}" for k in ("end_threshold", "smooth_mm") if getattr(spec, k))
-        if rim is not None:
-            steps += f", contrast-enhanced series trimmed of 3 mm rim voxels at {rim:g} times the mask's median" + (f" below {below:g}" if below is not None else "")
-        steps += f", each series its own threshold in {spec.valley[0]:g}-{spec.valley[1]:g} (valley, window {spec.valley_window:g})" if spec.valley else ""
-        others = f"EPI {spec.epi_threshold}" + (f", contrast-enhanced {spec.contrast_threshold}" if spec.contrast_threshold is not None else "")
-        set_inference(spec, apply, {"inference": f"three views fused on a 160-voxel grid, every {ordinal(spec.step)} grid slice, threshold {spec.threshold:g}{steps} ({others})"})
+        spec, card = applied_inference(chosen, step, contrast_rim)
+        set_inference(spec, apply, card)
     return summary
+
+
+def applied_inference(chosen: dict[str, str], step: int | None = None,
+                      contrast_rim: tuple[float, float | None] | None = None) -> tuple[InferenceSpec, dict[str, str]]:
+    """What ``calibrate --apply`` writes: the chosen cut with its grid step and enhancing-rim trim,
+    and the weights card's ``inference`` line that says so."""
+    rim, below = contrast_rim or (None, None)
+    spec = replace(chosen_inference(chosen), step=step or INFERENCE.step, contrast_rim=rim, contrast_rim_below=below)
+    steps = "".join(f", {k} {getattr(spec, k):g}" for k in ("end_threshold", "smooth_mm") if getattr(spec, k))
+    if rim is not None:
+        steps += f", contrast-enhanced series trimmed of 3 mm rim voxels at {rim:g} times the mask's median" + (f" below {below:g}" if below is not None else "")
+    steps += f", each series its own threshold in {spec.valley[0]:g}-{spec.valley[1]:g} (valley, window {spec.valley_window:g})" if spec.valley else ""
+    others = f"EPI {spec.epi_threshold}" + (f", contrast-enhanced {spec.contrast_threshold}" if spec.contrast_threshold is not None else "")
+    return spec, {"inference": f"three views fused on a 160-voxel grid, every {ordinal(spec.step)} grid slice, threshold {spec.threshold:g}{steps} ({others})"}
 
 
 def ordinal(n: int) -> str:

@@ -133,8 +133,9 @@ def _disk(radius_px: tuple[int, int]) -> np.ndarray:
 def _morph3d(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: float, erode: bool) -> np.ndarray:
     """Erode or dilate a bool ``(n, rows, cols)`` mask by a ``radius_mm`` cylinder (disk in-plane,
     slab through-plane), so the radius is the same in millimetres whatever the voxel size."""
-    rz = int(radius_mm // max(spacing[0], 1e-3))
-    kernel = _disk((int(radius_mm // max(spacing[1], 1e-3)), int(radius_mm // max(spacing[2], 1e-3))))
+    # radii capped at the stack's size: beyond it they change nothing, and a junk spacing (0.001 mm) would build a huge kernel
+    rz = min(int(radius_mm // max(spacing[0], 1e-3)), mask.shape[0])
+    kernel = _disk((min(int(radius_mm // max(spacing[1], 1e-3)), mask.shape[1]), min(int(radius_mm // max(spacing[2], 1e-3)), mask.shape[2])))
     op = cv2.erode if erode else cv2.dilate
     planar = np.stack([op(s.astype(np.uint8), kernel, borderValue=0) for s in mask]).astype(bool)
     if rz == 0:
@@ -164,14 +165,17 @@ def trim_bright_rim(mask: np.ndarray, image: np.ndarray, spacing: tuple[float, f
     After a contrast agent the dura, the sinuses and the cortical veins at the brain's surface are
     bright, and the network takes them for brain (MODEL_CARD.md, "Trimming the enhancing rim").
     """
-    median = float(np.median(image[mask])) if mask.any() else 0.0
-    if not median > 0:  # no brain, or intensities that are not an MR magnitude (a junk rescale, NaN): nothing is "bright"
+    box = bounding_box(mask)
+    median = float(np.median(image[mask])) if box is not None else 0.0
+    if box is None or not median > 0:  # no brain, or intensities that are not an MR magnitude (a junk rescale, NaN): nothing is "bright"
         return mask
-    rim = mask & ~_morph3d(mask, spacing, ENHANCING_RIM_MM, erode=True)
-    drop = rim & (image >= factor * median)
+    inside = mask[box]  # outside the box all is background, so the rim is the same found within it
+    drop = inside & ~_morph3d(inside, spacing, ENHANCING_RIM_MM, erode=True) & (image[box] >= factor * median)
     if keep is not None:
-        drop &= ~keep
-    return mask & ~drop
+        drop &= ~keep[box]
+    trimmed = mask.copy()
+    trimmed[box] &= ~drop
+    return trimmed
 
 
 def erode_connect(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: float) -> np.ndarray:

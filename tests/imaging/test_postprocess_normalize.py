@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from dicom_node.imaging.normalize import Letterbox, intensity_window
-from dicom_node.imaging.postprocess import bounding_box, clean_mask, fill_holes_2d, label_3d, largest_component
+from dicom_node.imaging.postprocess import _morph3d, bounding_box, clean_mask, fill_holes_2d, label_3d, largest_component
 
 
 def test_largest_component_drops_islands_and_links_slices():
@@ -43,12 +43,19 @@ def test_cleaning_the_brains_box_alone_gives_what_cleaning_the_whole_stack_gives
     rng = np.random.default_rng(3)
     for _ in range(20):
         mask = np.zeros((12, 30, 30), dtype=bool)
-        mask[rng.integers(0, 6):rng.integers(7, 12), rng.integers(0, 10):rng.integers(15, 30), rng.integers(0, 10):rng.integers(15, 30)] = True
-        mask ^= rng.random(mask.shape) < 0.08  # holes inside, islands outside, bays at the box's edge
+        region = (slice(rng.integers(0, 3), rng.integers(9, 12)), slice(rng.integers(1, 8), rng.integers(20, 29)), slice(rng.integers(1, 8), rng.integers(20, 29)))
+        mask[region] = rng.random(mask[region].shape) < 0.7  # holes inside, islands and bays at the box's edge
         box = bounding_box(mask)
-        assert box is not None and mask[box].sum() == mask.sum()
+        assert box is not None and mask[box].sum() == mask.sum() and mask[box].size < mask.size
         assert np.array_equal(clean_mask(mask, voxel_ml=1.0, min_brain_ml=0).mask, fill_holes_2d(largest_component(mask)))
     assert bounding_box(np.zeros((2, 3, 3), dtype=bool)) is None
+
+
+def test_a_junk_pixel_spacing_gives_a_kernel_no_larger_than_the_stack():
+    dot = np.zeros((5, 40, 40), dtype=bool)
+    dot[2, 20, 20] = True
+    assert _morph3d(dot, (1e-4, 1e-4, 1e-4), 3.0, erode=False).all()  # 3 mm is 30,000 pixels: the whole stack, at once
+    assert not _morph3d(~dot, (1e-4, 1e-4, 1e-4), 3.0, erode=True).any()
 
 
 def test_intensity_window_ignores_zero_background():

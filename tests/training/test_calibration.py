@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from dicom_node.imaging.network import load_weights
 from dicom_node.training.metrics import Counts, overall, scores
 from tests.conftest import REPO
 
@@ -204,3 +205,14 @@ def test_the_enhancing_rim_is_written_only_with_a_version(capsys: pytest.Capture
         with pytest.raises(SystemExit) as stopped:
             train_default.main(argv)
         assert stopped.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_calibrate_apply_writes_the_shipped_steps_and_says_them_on_the_card() -> None:
+    spec, card = train_default.applied_inference({"t1": "smooth1mm/0.55", "epi": "0.4"}, step=4, contrast_rim=(1.3, 0.8))
+    assert (spec.threshold, spec.smooth_mm, spec.epi_threshold, spec.step, spec.contrast_rim, spec.contrast_rim_below) == (0.55, 1.0, 0.4, 4, 1.3, 0.8)
+    assert card["inference"] == ("three views fused on a 160-voxel grid, every 4th grid slice, threshold 0.55, smooth_mm 1, contrast-enhanced series "
+                                 "trimmed of 3 mm rim voxels at 1.3 times the mask's median below 0.8 (EPI 0.4)")
+    plain, plain_card = train_default.applied_inference({"t1": "smooth1mm/0.55", "epi": "0.4"})
+    assert plain.contrast_rim is None and plain.step == train_default.INFERENCE.step and "rim" not in plain_card["inference"]
+    shipped = load_weights(train_default.WEIGHTS)[1]
+    assert shipped.inference == spec and shipped.card["inference"] == card["inference"]  # 1.4.6 is what this writes
