@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO))
 from dicom_node.imaging.mirror import mirrored  # noqa: E402
 from dicom_node.imaging.model_info import ArchSpec, InferenceSpec, ModelInfo  # noqa: E402
 from dicom_node.imaging.network import NetworkMean, load_weights, networks_of, save_weights  # noqa: E402
+from dicom_node.imaging.postprocess import ENHANCING_RIM_MM  # noqa: E402
 from dicom_node.training.curves import plot_history  # noqa: E402
 from dicom_node.training.data import Case, discover_cases, load_cases, save_cases, thick_slice_copy  # noqa: E402
 from dicom_node.training.evaluate import evaluate_case, load_probabilities, save_probabilities, score_kept  # noqa: E402
@@ -452,7 +453,7 @@ def applied_inference(chosen: dict[str, str], step: int | None = None,
     spec = replace(chosen_inference(chosen), step=step or INFERENCE.step, contrast_rim=rim, contrast_rim_below=below)
     steps = "".join(f", {k} {getattr(spec, k):g}" for k in ("end_threshold", "smooth_mm") if getattr(spec, k))
     if rim is not None:
-        steps += f", contrast-enhanced series trimmed of 3 mm rim voxels at {rim:g} times the mask's median" + (f" below {below:g}" if below is not None else "")
+        steps += f", contrast-enhanced series trimmed of {ENHANCING_RIM_MM:g} mm rim voxels at {rim:g} times the mask's median" + (f" below {below:g}" if below is not None else "")
     steps += f", each series its own threshold in {spec.valley[0]:g}-{spec.valley[1]:g} (valley, window {spec.valley_window:g})" if spec.valley else ""
     others = f"EPI {spec.epi_threshold}" + (f", contrast-enhanced {spec.contrast_threshold}" if spec.contrast_threshold is not None else "")
     return spec, {"inference": f"three views fused on a 160-voxel grid, every {ordinal(spec.step)} grid slice, threshold {spec.threshold:g}{steps} ({others})"}

@@ -24,6 +24,7 @@ slice, is cut at its threshold alone.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TypeGuard
 
 import cv2
 import numpy as np
@@ -83,6 +84,12 @@ def valley_threshold(probs: np.ndarray, low: float, high: float, window: float, 
     return float(cuts[best]) / 100
 
 
+def takes_3d_steps(spacing: Spacing | None, probs: np.ndarray, inference: InferenceSpec, echo_planar: bool) -> TypeGuard[Spacing]:
+    """Whether a stack gets the steps after the threshold: its views were fused (one regular
+    volume, ``InferenceSpec.fuses``) and it is not an EPI."""
+    return not echo_planar and spacing is not None and inference.fuses(len(probs), spacing[0])
+
+
 def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool, contrast_enhanced: bool, spacing: Spacing | None,
                  min_brain_ml: float = MIN_BRAIN_ML) -> np.ndarray:
     """The raw brain mask (bool, ``probs``' shape) before ``clean_mask``.
@@ -93,7 +100,7 @@ def brain_voxels(probs: np.ndarray, inference: InferenceSpec, echo_planar: bool,
     component at the main threshold, and only when that is large enough to be a brain.
     """
     threshold = inference.threshold_for(echo_planar, contrast_enhanced)
-    if echo_planar or spacing is None or not inference.fuses(len(probs), spacing[0]):
+    if not takes_3d_steps(spacing, probs, inference, echo_planar):
         return probs >= threshold
     if inference.smooth_mm > 0:
         probs = smooth_probabilities(probs, spacing, inference.smooth_mm)
@@ -114,8 +121,7 @@ def cut_and_clean(probs: np.ndarray, image: np.ndarray, inference: InferenceSpec
     fused series acquired after a contrast agent (not an EPI) with ``contrast_rim`` set, the bright
     rim trimmed from that mask (``image``: the intensities, ``probs``' shape) and cleaned again."""
     factor = inference.contrast_rim
-    if (factor is None or not contrast_enhanced or echo_planar or spacing is None
-            or not inference.fuses(len(probs), spacing[0])):
+    if factor is None or not contrast_enhanced or not takes_3d_steps(spacing, probs, inference, echo_planar):
         return clean_mask(brain_voxels(probs, inference, echo_planar, contrast_enhanced, spacing, min_brain_ml), voxel_ml, min_brain_ml)
     if inference.smooth_mm > 0:  # smoothed once, for the cut and for the rim
         probs, inference = smooth_probabilities(probs, spacing, inference.smooth_mm), replace(inference, smooth_mm=0.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 import train_default as td  # noqa: E402
 
 from dicom_node.imaging.thresholding import cut_and_clean  # noqa: E402
-from dicom_node.training.data import load_cases, oriented_stack  # noqa: E402
+from dicom_node.training.data import Case, load_cases, oriented_stack  # noqa: E402
 from dicom_node.training.evaluate import _axis_names, load_probabilities  # noqa: E402
 from dicom_node.training.metrics import Counts, confusion, scores  # noqa: E402
 
@@ -37,22 +38,27 @@ def rates(counts: Counts) -> dict[str, float]:
     return {k: round(v, 5) for k, v in scores(counts).items() if k in ("dice", "precision", "recall")}
 
 
+def head_counts(case: Case, kept: dict[str, np.ndarray], keys: Iterable[str]) -> dict[str, Counts]:
+    """The voxel counts of ``case``'s three orientations pooled, cut from its ``kept`` probabilities
+    by each of ``keys``' ``CANDIDATES`` as the node cuts them."""
+    voxel_ml = float(np.prod(case.spacing)) / 1000.0
+    sums = {k: Counts(0, 0, 0, 0) for k in keys}
+    for axis, name in _axis_names(case).items():
+        ref, in_plane = oriented_stack(case.mask, case.spacing, axis)
+        image, _ = oriented_stack(case.volume, case.spacing, axis)
+        spacing = (float(case.spacing[axis]), *in_plane)
+        for key in sums:
+            sums[key] += confusion(cut_and_clean(kept[name], image, CANDIDATES[key], case.echo_planar, case.contrast_enhanced, spacing, voxel_ml).mask, ref)
+    return sums
+
+
 def main(pack: str) -> None:
     case = {c.name: c for c in load_cases(pack)}[HEAD]
     assert case.contrast_enhanced, "the fold's head must carry the contrast flag"
-    voxel_ml = float(np.prod(case.spacing)) / 1000.0
     table: dict[str, dict[str, dict[str, float]]] = {}
     for network in NETWORKS:
         kept = load_probabilities(ROOT / "models/training-results" / network / f"loo-{HEAD}-probabilities.npz")
-        sums = {k: Counts(0, 0, 0, 0) for k in CANDIDATES}
-        for axis, name in _axis_names(case).items():
-            prob = kept[name]
-            ref, in_plane = oriented_stack(case.mask, case.spacing, axis)
-            image, _ = oriented_stack(case.volume, case.spacing, axis)
-            spacing = (float(case.spacing[axis]), *in_plane)
-            for key, spec in CANDIDATES.items():
-                sums[key] += confusion(cut_and_clean(prob, image, spec, False, True, spacing, voxel_ml).mask, ref)
-        table[network] = {k: rates(c) for k, c in sums.items()}
+        table[network] = {k: rates(c) for k, c in head_counts(case, kept, CANDIDATES).items()}
         print(f"{network}: " + "  ".join(f"{k} {v['dice']:.4f} (P {v['precision']:.3f} R {v['recall']:.3f})" for k, v in table[network].items()), flush=True)
     verdict = {}
     for key in CANDIDATES:
@@ -74,17 +80,9 @@ def kept_folds(pack: str, chosen: str = "rim1.3/p0.8") -> None:
     folds = sorted(p.name[4:-len("-probabilities.npz")] for p in folder.glob("loo-*-probabilities.npz"))
     table: dict[str, dict[str, Counts]] = {}
     for head in folds:
-        case, kept = cases[head], load_probabilities(folder / f"loo-{head}-probabilities.npz")
-        voxel_ml = float(np.prod(case.spacing)) / 1000.0
-        sums = {k: Counts(0, 0, 0, 0) for k in ("1.4.2", chosen)}
-        for axis, name in _axis_names(case).items():
-            ref, in_plane = oriented_stack(case.mask, case.spacing, axis)
-            image, _ = oriented_stack(case.volume, case.spacing, axis)
-            spacing = (float(case.spacing[axis]), *in_plane)
-            for key in sums:
-                sums[key] += confusion(cut_and_clean(kept[name], image, CANDIDATES[key], case.echo_planar, case.contrast_enhanced, spacing, voxel_ml).mask, ref)
-        table[head] = sums
-        print(f"{head}{' (contrast-enhanced)' if case.contrast_enhanced else ''}: " + "  ".join(f"{k} {rates(c)['dice']:.4f}" for k, c in sums.items()), flush=True)
+        case = cases[head]
+        table[head] = head_counts(case, load_probabilities(folder / f"loo-{head}-probabilities.npz"), ("1.4.2", chosen))
+        print(f"{head}{' (contrast-enhanced)' if case.contrast_enhanced else ''}: " + "  ".join(f"{k} {rates(c)['dice']:.4f}" for k, c in table[head].items()), flush=True)
     pooled = {k: rates(sum((table[h][k] for h in folds), Counts(0, 0, 0, 0))) for k in ("1.4.2", chosen)}
     for key, row in pooled.items():
         print(f"pooled {key}: dice {row['dice']:.4f} precision {row['precision']:.4f} recall {row['recall']:.4f}  mean of heads {np.mean([rates(table[h][key])['dice'] for h in folds]):.4f}  lowest {min(rates(table[h][key])['dice'] for h in folds):.4f}")

@@ -17,7 +17,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
 import train_default as td  # noqa: E402
 
-from dicom_node.imaging.postprocess import _morph3d, clean_mask  # noqa: E402
+from dicom_node.imaging.postprocess import _morph3d, clean_mask, trim_bright_rim  # noqa: E402
 from dicom_node.imaging.thresholding import brain_voxels, smooth_probabilities  # noqa: E402
 from dicom_node.training.data import load_cases, oriented_stack  # noqa: E402
 from dicom_node.training.evaluate import _axis_names, load_probabilities  # noqa: E402
@@ -25,7 +25,6 @@ from dicom_node.training.metrics import Counts, confusion, scores  # noqa: E402
 
 KEPT = ROOT / "models/training-results/1.4.0-kept"
 BASE = td.VARIANTS["smooth1mm/0.55"]
-RIM_MM = 3.0
 
 
 def close(mask: np.ndarray, spacing, radius: float) -> np.ndarray:
@@ -33,11 +32,7 @@ def close(mask: np.ndarray, spacing, radius: float) -> np.ndarray:
 
 
 def bright(mask: np.ndarray, image: np.ndarray, smoothed: np.ndarray, spacing, k: float, below: float | None) -> np.ndarray:
-    rim = mask & ~_morph3d(mask, spacing, RIM_MM, erode=True)
-    drop = rim & (image >= k * float(np.median(image[mask])))
-    if below is not None:
-        drop &= smoothed < below
-    return mask & ~drop
+    return trim_bright_rim(mask, image, spacing, k, keep=None if below is None else smoothed >= below)  # the node's step since 1.4.6
 
 
 CANDIDATES = {
